@@ -1,0 +1,150 @@
+"""Step-time and peak-memory overhead of each yolo-partial loss setting against the stock Ultralytics loss.
+
+One training step = forward + loss + backward of a from-scratch yolov8n. Settings are interleaved round-robin in one
+process so drift (thermal, other load) hits all alike; the median over repeats is reported. Peak memory is the peak
+resident-set growth during the step, sampled every 0.5 ms, with freed heap returned to the OS (malloc_trim) before
+each step so every step starts from the same baseline. Targets: time and memory ratios <= 1.10 (issue #2, #4).
+
+    python benchmarks/loss_overhead.py [--imgsz 320] [--batch 8] [--repeats 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import statistics
+import threading
+import time
+from types import SimpleNamespace
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG_DICT  # noqa: E402
+
+from yolo_partial.keys import FORK_DEFAULTS  # noqa: E402
+from yolo_partial.losses import partial_criterion  # noqa: E402
+
+SETTINGS = {
+    "stock": None,  # Ultralytics' own v8DetectionLoss
+    "partial defaults": {},
+    "bpr_box 0.25": {"drop_neg_box": 0.25},
+    "bpr_obj 0.75": {"drop_neg_obj": 0.75},
+    "bpr_both": {"drop_neg_box": 0.25, "drop_neg_obj": 0.75},
+    "bpr_both score": {"drop_neg_box": 0.25, "drop_neg_obj": 0.75, "drop_mode": "score"},
+    "brl": {"brl": True},
+    "scb": {"scb": True},
+    "brl+bpr+scb": {"brl": True, "scb": True, "scb_box": True, "drop_neg_box": 0.25, "drop_neg_obj": 0.75},
+}
+TARGET = 1.10
+
+try:
+    _libc = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc: no trim, memory figures are then upper bounds
+    _libc = None
+
+
+class PeakRSS:
+    """Context manager: peak resident-set growth in bytes over its body, sampled by a thread."""
+
+    def __enter__(self):
+        gc.collect()
+        if _libc is not None:
+            _libc.malloc_trim(0)
+        self.proc, self.stop = psutil.Process(), threading.Event()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc):
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.stop.set()
+        self.thread.join()
+        self.delta = self.peak - self.base
+
+
+def make_batch(bs: int, imgsz: int, n_obj: int, nc: int, seed: int = 0) -> dict:
+    """A fixed synthetic batch: n_obj boxes per image (DUSIA's val frames hold ~7.7), sizes 2-40% of the image."""
+    g = torch.Generator().manual_seed(seed)
+    n = bs * n_obj
+    wh = 0.02 + 0.38 * torch.rand(n, 2, generator=g)
+    xy = wh / 2 + (1 - wh) * torch.rand(n, 2, generator=g)
+    return {
+        "img": torch.rand(bs, 3, imgsz, imgsz, generator=g),
+        "batch_idx": torch.arange(bs).repeat_interleave(n_obj).float(),
+        "cls": torch.randint(0, nc, (n, 1), generator=g).float(),
+        "bboxes": torch.cat([xy, wh], 1),
+    }
+
+
+def build(setting: dict | None, model: DetectionModel):
+    """The criterion for one setting on a shared model."""
+    model.args = SimpleNamespace(**DEFAULT_CFG_DICT, **{**FORK_DEFAULTS, **(setting or {})})
+    return model.init_criterion() if setting is None else partial_criterion(model)
+
+
+def step(model, criterion, batch) -> None:
+    model.zero_grad(set_to_none=True)
+    loss, _ = criterion(model(batch["img"]), batch)
+    loss.sum().backward()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="yolov8n.yaml")
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--objects", type=int, default=8, help="GT boxes per image")
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of: " + ", ".join(SETTINGS))
+    opt = ap.parse_args()
+
+    torch.manual_seed(0)
+    names = [s.strip() for s in opt.settings.split(",")]
+    dev = torch.device(opt.device)
+    model = DetectionModel(opt.model, nc=10, verbose=False).to(dev).train()
+    batch = {k: v.to(dev) for k, v in make_batch(opt.batch, opt.imgsz, opt.objects, 10).items()}
+    crits = {n: build(SETTINGS[n], model) for n in names}
+    times = {n: [] for n in names}
+    mems = {n: [] for n in names}
+    for r in range(opt.warmup + opt.repeats):
+        for n in names:
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                step(model, crits[n], batch)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+            if r >= opt.warmup:
+                times[n].append(dt)
+                mems[n].append(mem.delta)
+
+    t_ref, m_ref = statistics.median(times[names[0]]), statistics.median(mems[names[0]])
+    print(f"\n{opt.model} imgsz={opt.imgsz} batch={opt.batch} objects/img={opt.objects} device={opt.device} "
+          f"torch threads={torch.get_num_threads()} repeats={opt.repeats} (medians; ratios vs '{names[0]}')")  # fmt: skip
+    print(f"| setting | step ms | time ratio | peak MiB | memory ratio | within {TARGET:.2f}x |")
+    print("|---|---:|---:|---:|---:|:---:|")
+    worst = 0.0
+    for n in names:
+        t, m = statistics.median(times[n]), statistics.median(mems[n])
+        rt, rm = t / t_ref, m / m_ref
+        worst = max(worst, rt, rm) if n != names[0] else worst
+        ok = "yes" if rt <= TARGET and rm <= TARGET else "NO"
+        print(f"| {n} | {t * 1e3:.0f} | {rt:.3f} | {m / 2**20:.0f} | {rm:.3f} | {ok} |")
+    print(f"\nworst ratio {worst:.3f} (target <= {TARGET:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Test environment: offline, hermetic Ultralytics settings, shared small datasets."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Before Ultralytics is imported anywhere: it reads these at import time.
+_HOME = Path(tempfile.mkdtemp(prefix="yolo-partial-tests-"))
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_AUTOINSTALL"] = "False"
+os.environ["YOLO_CONFIG_DIR"] = str(_HOME / "config")  # empty settings dir: no Arial.ttf, no weights
+os.environ.setdefault("YOLO_PARTIAL_CACHE", str(_HOME / "cache"))
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+AQUARIUM = SHARED / "aquarium"
+AQUARIUM_NAMES = ["fish", "jellyfish", "penguin", "puffin", "shark", "starfish", "stingray"]
+
+
+def copy_subset(src: Path, dst: Path, n_train: int, n_val: int) -> Path:
+    """Copy the first images of a YOLO-layout dataset (and their labels) into dst; return its data YAML."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        (dst / "images" / split).mkdir(parents=True)
+        (dst / "labels" / split).mkdir(parents=True)
+        for im in sorted((src / "images" / split).iterdir())[:n]:
+            shutil.copy(im, dst / "images" / split / im.name)
+            lb = src / "labels" / split / f"{im.stem}.txt"
+            if lb.exists():
+                shutil.copy(lb, dst / "labels" / split / lb.name)
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(AQUARIUM_NAMES))
+    (dst / "data.yaml").write_text(f"path: {dst}\ntrain: images/train\nval: images/val\nnames:\n{names}")
+    return dst / "data.yaml"
+
+
+@pytest.fixture(scope="session")
+def aquarium_small(tmp_path_factory) -> Path:
+    """A handful of real Aquarium images (skips when ../shared is absent)."""
+    if not AQUARIUM.is_dir():
+        pytest.skip("../shared/datasets/aquarium not present")
+    return copy_subset(AQUARIUM, tmp_path_factory.mktemp("aquarium"), 8, 4)
+
+
+@pytest.fixture()
+def aquarium_copy(tmp_path) -> Path:
+    """A private, modifiable copy of a few Aquarium images, for bad-input tests."""
+    if not AQUARIUM.is_dir():
+        pytest.skip("../shared/datasets/aquarium not present")
+    return copy_subset(AQUARIUM, tmp_path / "aq", 4, 2)

@@ -1,0 +1,163 @@
+"""End to end: train with BPR on real images, load the checkpoints in stock Ultralytics, resume, stay offline."""
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolo_partial import PartialDetectionTrainer
+from yolo_partial.losses import PartialDetectionLoss
+
+TINY = dict(epochs=1, imgsz=64, batch=4, workers=0, plots=False, val=True, amp=False, verbose=False)
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every image and label file under root (Ultralytics' *.cache files excluded)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix != ".cache":
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def train(model, data, project, name, **kw):
+    from ultralytics import YOLO
+
+    yolo = YOLO(model)
+    yolo.train(trainer=PartialDetectionTrainer, data=str(data), project=str(project), name=name, exist_ok=True,
+               **{**TINY, **kw})  # fmt: skip
+    return yolo.trainer
+
+
+@pytest.fixture(scope="module")
+def bpr_run(aquarium_small, tmp_path_factory):
+    before = tree_digest(aquarium_small.parent)
+    trainer = train("yolov8n.yaml", aquarium_small, tmp_path_factory.mktemp("runs"), "bpr",
+                    drop_neg_obj=0.75, drop_neg_box=0.25)  # fmt: skip
+    return trainer, before
+
+
+def test_bpr_trains_and_logs_drop_counts(bpr_run, aquarium_small):
+    trainer, before = bpr_run
+    import pandas as pd
+
+    df = pd.read_csv(trainer.csv)
+    assert {"train/box_drop", "train/obj_drop", "train/box_loss", "metrics/mAP50(B)"} <= set(df.columns)
+    assert len(df) == 1 and df["train/obj_drop"].iloc[0] > 0
+    crit = trainer.model.criterion
+    assert isinstance(crit, PartialDetectionLoss) and crit.bpr.drop_obj == 0.75 and crit.bpr.drop_box == 0.25
+    assert (trainer.save_dir / "results.png").exists() or not trainer.args.plots
+    assert tree_digest(aquarium_small.parent) == before, "the source dataset was modified"
+
+
+STOCK_LOAD = """
+import sys
+sys.modules["yolo_partial"] = None  # a checkpoint that needs yolo_partial would fail to unpickle here
+try:
+    import yolo_partial
+    raise SystemExit("yolo_partial importable")
+except ImportError:
+    pass
+from ultralytics import YOLO
+for ckpt in sys.argv[2:]:
+    m = YOLO(ckpt)
+    r = m.predict(sys.argv[1], imgsz=64, verbose=False)
+    assert type(m.model).__module__.startswith("ultralytics."), type(m.model)
+    print("loaded", ckpt, len(r))
+"""
+
+
+def load_in_stock_ultralytics(weights: list[Path], image: Path) -> str:
+    env = {**os.environ, "ULTRALYTICS_SAFE_LOAD": "1"}
+    out = subprocess.run([sys.executable, "-c", STOCK_LOAD, str(image), *map(str, weights)], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_checkpoints_load_in_stock_ultralytics(bpr_run, aquarium_small):
+    trainer, _ = bpr_run
+    image = next((aquarium_small.parent / "images" / "val").iterdir())
+    out = load_in_stock_ultralytics([trainer.best, trainer.last], image)
+    assert out.count("loaded") == 2
+
+
+class StopAfterFirstEpoch(Exception):
+    pass
+
+
+def test_resume_restores_fork_keys_and_loss(aquarium_small, tmp_path):
+    """yolo26n (end-to-end head, whose criterion Ultralytics rebuilds on resume): stop after epoch 1 of 2, resume."""
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolo26n.yaml")
+
+    def stop(trainer):
+        raise StopAfterFirstEpoch
+
+    yolo.add_callback("on_fit_epoch_end", stop)
+    with pytest.raises(StopAfterFirstEpoch):
+        yolo.train(trainer=PartialDetectionTrainer, data=str(aquarium_small), project=str(tmp_path), name="r",
+                   **{**TINY, "epochs": 2}, drop_neg_obj=0.5, drop_mode="score")  # fmt: skip
+    last = tmp_path / "r" / "weights" / "last.pt"
+    assert last.exists()
+
+    resumed = YOLO(last)
+    resumed.train(trainer=PartialDetectionTrainer, resume=True)
+    t = resumed.trainer
+    assert t.start_epoch == 1 and t.args.drop_neg_obj == 0.5 and t.args.drop_mode == "score"
+    crit = t.model.criterion
+    for branch in (crit.one2many, crit.one2one):
+        assert isinstance(branch, PartialDetectionLoss) and branch.bpr.drop_obj == 0.5 and branch.bpr.mode == "score"
+    assert crit.updates == 2  # the one-to-many/one-to-one schedule continued: one update per finished epoch
+    import pandas as pd
+
+    assert list(pd.read_csv(t.csv)["epoch"]) == [1, 2]
+
+
+def test_no_network_in_train_val_predict_export(aquarium_small, tmp_path, monkeypatch):
+    """Every socket connection or DNS lookup is refused and counted; none may be attempted."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:2])
+        raise OSError("network disabled by test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    from yolo_partial.cli import main
+
+    common = [f"project={tmp_path}", "exist_ok=True", "imgsz=64"]
+    assert main(["train", f"data={aquarium_small}", "cfg=cfg/bpr_obj.yaml", "epochs=1", "batch=4", "plots=True",
+                 "name=off", *common]) == 0  # fmt: skip
+    best = tmp_path / "off" / "weights" / "best.pt"
+    assert main(["val", f"model={best}", f"data={aquarium_small}", "name=val", *common]) == 0
+    src = aquarium_small.parent / "images" / "val"
+    assert main(["predict", f"model={best}", f"source={src}", "name=pred", *common]) == 0
+    assert main(["export", f"model={best}", "format=onnx", *common]) == 0
+    assert best.with_suffix(".onnx").exists()
+    assert attempts == []
+
+
+def test_ddp_worker_construction_path(bpr_run, tmp_path):
+    """Rebuild the trainer as Ultralytics' DDP worker does: cloudpickled class/args, plain default cfg + overrides."""
+    import cloudpickle
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    trainer, _ = bpr_run
+    state = cloudpickle.loads(cloudpickle.dumps({"trainer": type(trainer), "args": vars(trainer.args)}))
+    args = {**state["args"], "save_dir": str(tmp_path / "ddp"), "resume": False, "epochs": 1}
+    cfg = DEFAULT_CFG_DICT.copy()
+    cfg.update(save_dir="")
+    worker = state["trainer"](cfg=cfg, overrides=args)
+    assert worker.args.drop_neg_obj == 0.75 and worker.args.drop_neg_box == 0.25
+    worker.train()
+    assert isinstance(worker.model.criterion, PartialDetectionLoss)
+    assert worker.model.criterion.bpr.drop_obj == 0.75
+    assert torch.isfinite(worker.loss)

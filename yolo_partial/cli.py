@@ -1,0 +1,152 @@
+"""The `yolo-partial` command: Ultralytics-style `key=value` arguments, the fork's keys, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .offline import set_offline_env
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("train", "val", "predict", "export")
+USAGE = """Usage: yolo-partial MODE [cfg=FILE.yaml] [key=value ...]
+
+Modes:
+  train    train a detector; data= defaults to the embedded partially labelled 'shapes' dataset
+  val      validate a checkpoint:          yolo-partial val model=runs/detect/train/weights/best.pt data=...
+  predict  run inference:                  yolo-partial predict model=best.pt source=images/
+  export   export a checkpoint:             yolo-partial export model=best.pt format=onnx
+  help     print this message
+
+Every Ultralytics key is accepted (https://docs.ultralytics.com/usage/cfg/). cfg= names a YAML file holding any
+mix of Ultralytics keys and the keys below; keys on the command line win. Training keys of yolo-partial:
+{keys}
+
+Examples:
+  yolo-partial train cfg=cfg/bpr_obj.yaml epochs=10
+  yolo-partial train cfg=cfg/bpr_both.yaml data=data/dusia.yaml model=yolov8n.yaml imgsz=640
+  yolo-partial train resume=True model=runs/detect/train/weights/last.pt
+"""
+
+
+def usage() -> str:
+    from .keys import FORK_KEYS
+
+    rows = [f"  {k:<13} default {str(key.default):<7} {key.allowed}" for k, key in FORK_KEYS.items()]
+    return USAGE.format(keys="\n".join(rows))
+
+
+def parse_pairs(tokens: list[str], bool_keys: set[str]) -> dict[str, Any]:
+    """Parse `key=value` tokens (values typed like Ultralytics' CLI); a bare boolean key means True."""
+    from ultralytics.cfg import smart_value
+
+    from .keys import PartialConfigError
+
+    args: dict[str, Any] = {}
+    for tok in tokens:
+        if "=" in tok:
+            k, v = tok.split("=", 1)
+            if not k or not v:
+                raise PartialConfigError(f"'{tok}' is malformed: expected key=value with no spaces around '='")
+            args[k] = smart_value(v)
+        elif tok in bool_keys:
+            args[tok] = True
+        else:
+            raise PartialConfigError(f"'{tok}' is not a key=value pair: expected e.g. epochs=10")
+    return args
+
+
+def find_cfg(name: str) -> Path:
+    """The cfg file as given, or the shipped one of that name under the repository's cfg/ folder."""
+    p = Path(name)
+    if not p.exists() and (REPO / "cfg" / p.name).exists():
+        return REPO / "cfg" / p.name
+    return p
+
+
+def build_args(mode: str, tokens: list[str]) -> dict[str, Any]:
+    """Merge cfg= file and command-line keys, and check every key's name, type and range."""
+    from ultralytics.cfg import check_cfg
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    from .data import load_yaml
+    from .keys import FORK_KEYS, PartialConfigError, check_known_keys, coerce
+
+    fork = set(FORK_KEYS) if mode == "train" else set()
+    known = set(DEFAULT_CFG_DICT) | fork
+    bools = {k for k in known if isinstance(DEFAULT_CFG_DICT.get(k, FORK_KEYS.get(k) and FORK_KEYS[k].default), bool)}
+    cli = parse_pairs(tokens, bools)
+    check_known_keys(cli, known)
+    args = {}
+    if cli.get("cfg"):
+        path = find_cfg(str(cli.pop("cfg")))
+        args = load_yaml(path, "cfg file")
+        try:
+            check_known_keys(args, known - {"cfg"})
+        except PartialConfigError as e:
+            raise PartialConfigError(f"{path}: {e}") from None
+    args.update({k: v for k, v in cli.items() if k != "cfg"})
+    ultra = {k: v for k, v in args.items() if k not in fork}
+    try:
+        check_cfg(dict(ultra))
+    except (TypeError, ValueError) as e:
+        raise PartialConfigError(str(e).strip().splitlines()[0]) from None
+    return {k: (coerce(k, v) if k in fork else v) for k, v in args.items()}
+
+
+def run(mode: str, args: dict[str, Any]) -> None:
+    """Run one mode with checked arguments."""
+    from ultralytics import YOLO
+
+    from .data import resolve_data
+    from .keys import PartialConfigError
+    from .trainer import PartialDetectionTrainer
+
+    if mode == "train":
+        if not args.get("data") and not args.get("resume"):
+            args.setdefault("imgsz", 160)  # the embedded dataset's native size
+        model = args.pop("model", None) or "yolov8n.yaml"
+        YOLO(model).train(trainer=PartialDetectionTrainer, **args)
+        return
+    model = args.pop("model", None)
+    if not model:
+        raise PartialConfigError(f"{mode} needs model=PATH: expected a checkpoint such as runs/detect/train/weights/best.pt")
+    if mode == "val":
+        args["data"] = resolve_data(args.get("data"))
+        YOLO(model).val(**args)
+    elif mode == "predict":
+        if "source" not in args:
+            raise PartialConfigError("predict needs source=PATH: expected an image, folder, video or glob")
+        args.setdefault("save", True)
+        YOLO(model).predict(**args)
+    else:
+        YOLO(model).export(**args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `yolo-partial` console script; returns the exit status."""
+    set_offline_env()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"help", "-h", "--help"}:
+        print(usage())
+        return 0
+    mode = argv[0]
+    from .keys import PartialConfigError
+
+    if mode not in MODES:
+        print(f"yolo-partial: error: unknown mode '{mode}': expected one of {'|'.join(MODES)} (see 'yolo-partial help')", file=sys.stderr)
+        return 2
+    try:
+        run(mode, build_args(mode, argv[1:]))
+    except PartialConfigError as e:
+        print(f"yolo-partial {mode}: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:  # e.g. model=missing.pt
+        print(f"yolo-partial {mode}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
