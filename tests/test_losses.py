@@ -487,7 +487,7 @@ def test_brl_gradient_sign(logit, sign):
 def test_brl_through_loss_matches_reference(nets, head):
     """The cls term with brl=True is the Python-float BRL over every anchor x class, / target_scores_sum."""
     net = nets[head]
-    kw = dict(brl_t=0.999, brl_iou=0.2, brl_weight=0.5)
+    kw = dict(brl_t=0.995, brl_iou=0.2, brl_weight=0.5)  # no p within 1e-5 of 1 - t here
     loss = net.single(brl=True, **kw)
     a, iou = _assignment(net, loss)
     logits, targets, fg = a.pred_scores.double(), a.target_scores.double(), a.fg_mask

@@ -52,12 +52,12 @@ def _fixed(points: np.ndarray) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, imgsz: int) -> np.ndarray:
-    """Smooth low-saturation colour noise at two spatial scales -> uint8 BGR image (imgsz, imgsz, 3)."""
+    """Smooth colour noise around a random grey level, at two spatial scales -> uint8 BGR image (imgsz, imgsz, 3)."""
     base = rng.uniform(70, 190)
     img = np.full((imgsz, imgsz, 3), base, np.float32)
     for cells, amplitude in ((3, 45.0), (8, 20.0)):
         grid = rng.normal(0.0, amplitude, (cells, cells, 3)).astype(np.float32)
-        grid += rng.normal(0.0, amplitude, (cells, cells, 1)).astype(np.float32)  # mostly brightness, little hue
+        grid += rng.normal(0.0, amplitude, (cells, cells, 1)).astype(np.float32)  # shared by the channels: brightness
         img += cv2.resize(grid / 2, (imgsz, imgsz), interpolation=cv2.INTER_CUBIC)
     return np.clip(img, 0, 255).astype(np.uint8)
 
