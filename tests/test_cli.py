@@ -76,6 +76,10 @@ def test_shipped_cfgs_are_valid():
     for name, (box, obj) in expected.items():
         args = build_args("train", [f"cfg=cfg/{name}.yaml"])
         assert (args.get("drop_neg_box", 0.0), args.get("drop_neg_obj", 0.0)) == (box, obj)
+    brl = build_args("train", ["cfg=cfg/brl.yaml"])
+    assert brl["brl"] is True and (brl["brl_t"], brl["brl_weight"], brl["brl_iou"]) == (0.5, 0.1, 0.1)
+    scb = build_args("train", ["cfg=cfg/scb.yaml"])
+    assert scb["scb"] is True and (scb["scb_alpha"], scb["scb_beta"], scb["scb_box"]) == (1.0, 3.0, False)
 
 
 def test_bad_cfg_file(tmp_path, capsys):

@@ -161,3 +161,16 @@ def test_ddp_worker_construction_path(bpr_run, tmp_path):
     assert isinstance(worker.model.criterion, PartialDetectionLoss)
     assert worker.model.criterion.bpr.drop_obj == 0.75
     assert torch.isfinite(worker.loss)
+
+
+def test_all_methods_compose_in_training(aquarium_small, tmp_path):
+    """BRL + SCB + BPR together train end to end on the end-to-end head and log their counts."""
+    import pandas as pd
+
+    t = train("yolo26n.yaml", aquarium_small, tmp_path, "all", brl=True, scb=True, scb_box=True,
+              drop_neg_obj=0.75, drop_neg_box=0.25)  # fmt: skip
+    df = pd.read_csv(t.csv)
+    assert {"train/brl_conf", "train/brl_recal", "train/box_drop", "train/obj_drop"} <= set(df.columns)
+    assert df["train/brl_conf"].iloc[0] > 0 and torch.isfinite(t.loss)
+    branch = t.model.criterion.one2many
+    assert branch.brl is not None and branch.scb is not None and branch.scb.box and branch.bpr is not None

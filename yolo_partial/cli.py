@@ -113,7 +113,8 @@ def run(mode: str, args: dict[str, Any]) -> None:
     if not model:
         raise PartialConfigError(f"{mode} needs model=PATH: expected a checkpoint such as runs/detect/train/weights/best.pt")
     if mode == "val":
-        args["data"] = resolve_data(args.get("data"))
+        if args.get("data"):  # else the checkpoint's own dataset, as with `yolo val`
+            args["data"] = resolve_data(args["data"])
         YOLO(model).val(**args)
     elif mode == "predict":
         if "source" not in args:
