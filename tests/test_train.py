@@ -174,3 +174,15 @@ def test_all_methods_compose_in_training(aquarium_small, tmp_path):
     assert df["train/brl_conf"].iloc[0] > 0 and torch.isfinite(t.loss)
     branch = t.model.criterion.one2many
     assert branch.brl is not None and branch.scb is not None and branch.scb.box and branch.bpr is not None
+
+
+def test_cli_trains_on_embedded_dataset_by_default(tmp_path, monkeypatch):
+    """`yolo-partial train cfg=...` with no data= trains on the generated shapes dataset at its native 160 px."""
+    from yolo_partial.cli import main
+
+    monkeypatch.chdir(tmp_path)  # cfg/ is then found in the repository by name
+    assert main(["train", "cfg=cfg/bpr_obj.yaml", "epochs=1", "fraction=0.05", "batch=8", "plots=False",
+                 f"project={tmp_path}", "name=default"]) == 0  # fmt: skip
+    args = (tmp_path / "default" / "args.yaml").read_text()
+    assert "shapes-v1" in args and "imgsz: 160" in args and "drop_neg_obj: 0.75" in args
+    assert (tmp_path / "default" / "weights" / "best.pt").exists()

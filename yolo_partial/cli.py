@@ -104,8 +104,11 @@ def run(mode: str, args: dict[str, Any]) -> None:
     from .trainer import PartialDetectionTrainer
 
     if mode == "train":
-        if not args.get("data") and not args.get("resume"):
-            args.setdefault("imgsz", 160)  # the embedded dataset's native size
+        if not args.get("resume"):
+            if not args.get("data"):
+                args.setdefault("imgsz", 160)  # the embedded dataset's native size
+            # resolved here: Ultralytics' Model.train would otherwise fill in its own default, coco8.yaml
+            args["data"] = resolve_data(args.get("data"))
         model = args.pop("model", None) or "yolov8n.yaml"
         YOLO(model).train(trainer=PartialDetectionTrainer, **args)
         return
