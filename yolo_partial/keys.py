@@ -103,7 +103,3 @@ def check_known_keys(args: dict[str, Any], known: set[str]) -> None:
             hint = f"; did you mean {' or '.join(close)}?" if close else "; see 'yolo-partial help' for the keys"
             raise PartialConfigError(f"unknown key '{k}'{hint}")
 
-
-def strip_fork_keys(args: dict[str, Any]) -> dict[str, Any]:
-    """`args` without the fork's keys, for Ultralytics components that accept only their own keys."""
-    return {k: v for k, v in args.items() if k not in FORK_KEYS}
