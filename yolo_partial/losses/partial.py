@@ -101,7 +101,8 @@ class PartialDetectionLoss(v8DetectionLoss):
         )
         return Assignment(
             pred_distri, pred_scores, pred_bboxes, anchor_points, stride_tensor, imgsz, gt_bboxes, mask_gt,
-            target_bboxes, target_scores, target_scores.sum().clamp_(min=1), fg_mask, target_gt_idx,
+            # without GT the assigner returns a float stub for the index
+            target_bboxes, target_scores, target_scores.sum().clamp_(min=1), fg_mask, target_gt_idx.long(),
         )  # fmt: skip
 
     def get_assigned_targets_and_loss(self, preds: dict[str, torch.Tensor], batch: dict[str, Any], **assign_kwargs):

@@ -29,9 +29,8 @@ class ScaleBalance:
 
     def anchor_weights(self, fg_mask: torch.Tensor, target_gt_idx: torch.Tensor, n_gt: int) -> torch.Tensor:
         """(B, A) weight of each anchor: W_i of its GT on foreground anchors, 1 on background anchors."""
-        if n_gt == 0:  # no GT in the batch: no foreground to weight (the assigner's index is then a float stub)
+        if n_gt == 0:  # no GT in the batch: no foreground to weight
             return torch.ones(fg_mask.shape, device=fg_mask.device)
-        target_gt_idx = target_gt_idx.long()
         m = anchors_per_gt(fg_mask, target_gt_idx, n_gt)
         w_gt = torch.where(m > 0, self.beta * (m.clamp(min=1).log() + self.alpha) / m.clamp(min=1), 0.0)
         return torch.where(fg_mask, w_gt.gather(1, target_gt_idx), 1.0)
