@@ -42,6 +42,7 @@ def test_layout_and_yaml(root):
     partial = root / "partial.yaml"
     assert partial.read_text().startswith(f'path: "{root / "partial"}"')
     assert f'path: "{root / "full"}"' in (root / "full.yaml").read_text()
+    assert "hidden: hidden.json\n" in partial.read_text() and "hidden:" not in (root / "full.yaml").read_text()
     for variant in shapes.VARIANTS:
         for split, n in (("train", N_TRAIN), ("val", N_VAL)):
             assert len(list((root / variant / "images" / split).glob("*.jpg"))) == n
@@ -107,9 +108,9 @@ def test_val_fully_labelled(root):
 
 def test_manifest_summary(root):
     manifest = _manifest(root)
-    assert list(manifest) == ["format", "source", "mode", "seed", "summary", "removed"]
-    assert (manifest["format"], manifest["source"], manifest["mode"], manifest["seed"]) == (
-        "yolo-partial-manifest/1", f"shapes-v{shapes.SHAPES_VERSION}", "shapes", 0)
+    assert list(manifest) == ["format", "source", "mode", "seed", "root", "summary", "removed"]
+    assert (manifest["format"], manifest["source"], manifest["mode"], manifest["seed"], manifest["root"]) == (
+        "yolo-partial-manifest/1", f"shapes-v{shapes.SHAPES_VERSION}", "shapes", 0, "partial")
     summary = manifest["summary"]
     full = [line for lines in _labels(root, "full", "train").values() for line in lines]
     partial = [line for lines in _labels(root, "partial", "train").values() for line in lines]

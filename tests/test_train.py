@@ -184,5 +184,5 @@ def test_cli_trains_on_embedded_dataset_by_default(tmp_path, monkeypatch):
     assert main(["train", "cfg=cfg/bpr_obj.yaml", "epochs=1", "fraction=0.05", "batch=8", "plots=False",
                  f"project={tmp_path}", "name=default"]) == 0  # fmt: skip
     args = (tmp_path / "default" / "args.yaml").read_text()
-    assert "shapes-v1" in args and "imgsz: 160" in args and "drop_neg_obj: 0.75" in args
+    assert "shapes-v2" in args and "imgsz: 160" in args and "drop_neg_obj: 0.75" in args
     assert (tmp_path / "default" / "weights" / "best.pt").exists()

@@ -10,6 +10,7 @@ from .offline import set_offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("train", "val", "predict", "export")
+DATA_MODES = ("split", "convert")  # dataset tools: their own keys, checked by their modules
 USAGE = """Usage: yolo-partial MODE [cfg=FILE.yaml] [key=value ...]
 
 Modes:
@@ -17,6 +18,8 @@ Modes:
   val      validate a checkpoint:          yolo-partial val model=runs/detect/train/weights/best.pt data=...
   predict  run inference:                  yolo-partial predict model=best.pt source=images/
   export   export a checkpoint:             yolo-partial export model=best.pt format=onnx
+  split    make a partially labelled copy:  yolo-partial split data=X.yaml mode=easy|hard|extreme|miss50|keep [ratio=r] seed=0 [out=DIR]
+  convert  convert a dataset to YOLO format: yolo-partial convert dusia|voc|coco key=value ... (see 'yolo-partial convert help')
   help     print this message
 
 Every Ultralytics key is accepted (https://docs.ultralytics.com/usage/cfg/). cfg= names a YAML file holding any
@@ -128,6 +131,19 @@ def run(mode: str, args: dict[str, Any]) -> None:
         YOLO(model).export(**args)
 
 
+def run_data_tool(mode: str, tokens: list[str]) -> None:
+    """Run `split` or `convert`; their modules check their own keys and raise one-line errors."""
+    if mode == "split":
+        from .split import run_split
+
+        run_split(parse_pairs(tokens, set()))
+        return
+    from .convert import run_convert
+
+    kind = tokens[0] if tokens and "=" not in tokens[0] else None
+    run_convert(kind, parse_pairs(tokens[1:] if kind else tokens, set()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `yolo-partial` console script; returns the exit status."""
     set_offline_env()
@@ -138,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     mode = argv[0]
     from .keys import PartialConfigError
 
-    if mode not in MODES:
-        print(f"yolo-partial: error: unknown mode '{mode}': expected one of {'|'.join(MODES)} (see 'yolo-partial help')", file=sys.stderr)
+    if mode not in MODES + DATA_MODES:
+        modes = "|".join(MODES + DATA_MODES)
+        print(f"yolo-partial: error: unknown mode '{mode}': expected one of {modes} (see 'yolo-partial help')", file=sys.stderr)
         return 2
     try:
-        run(mode, build_args(mode, argv[1:]))
+        if mode in DATA_MODES:
+            run_data_tool(mode, argv[1:])
+        else:
+            run(mode, build_args(mode, argv[1:]))
     except PartialConfigError as e:
         print(f"yolo-partial {mode}: error: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2  # 2: manifest "root" field and the partial YAML's hidden: key
 CLASS_SPECS = (  # (colour, shape): each colour is used by two classes and each shape by two classes
     ("red", "circle"),
     ("red", "triangle"),
@@ -205,15 +205,18 @@ def _manifest(tmp: Path, seed: int, n_train: int, hidden: list[dict]) -> dict:
     summary = {"images": n_train, "boxes_before": sum(before.values()), "boxes_after": sum(after.values()),
                "removed": len(hidden), "per_class": per_class}
     return {"format": MANIFEST_FORMAT, "source": f"shapes-v{SHAPES_VERSION}", "mode": "shapes", "seed": seed,
-            "summary": summary, "removed": hidden}
+            "root": "partial", "summary": summary, "removed": hidden}
 
 
-def _data_yaml(dataset_dir: Path) -> str:
-    """Ultralytics data YAML text for the dataset folder dataset_dir (absolute path, with images/ and labels/)."""
+def _data_yaml(dataset_dir: Path, hidden: bool) -> str:
+    """Ultralytics data YAML text for the dataset folder dataset_dir (absolute path, with images/ and labels/).
+
+    `hidden:` names the manifest of unlabelled objects (relative to the YAML's folder), for hidden-object recall.
+    """
     # json.dumps yields double-quoted strings, which are valid YAML whatever characters the path holds.
     names = "".join(f"  {i}: {json.dumps(name)}\n" for i, name in enumerate(CLASS_NAMES))
     return (f"path: {json.dumps(str(dataset_dir))}\ntrain: images/train\nval: images/val\n"
-            f"nc: {len(CLASS_NAMES)}\nnames:\n{names}")
+            + ("hidden: hidden.json\n" if hidden else "") + f"nc: {len(CLASS_NAMES)}\nnames:\n{names}")
 
 
 def _params(n_train: int, n_val: int, imgsz: int, seed: int, label_prob: float) -> dict:
@@ -241,7 +244,7 @@ def _build(tmp: Path, root: Path, params: dict) -> None:
     manifest = _manifest(tmp, params["seed"], params["n_train"], hidden)
     (tmp / "hidden.json").write_text(json.dumps(manifest, indent=1))
     for variant in VARIANTS:
-        (tmp / f"{variant}.yaml").write_text(_data_yaml(root / variant))
+        (tmp / f"{variant}.yaml").write_text(_data_yaml(root / variant, hidden=variant == "partial"))
     (tmp / "generator.json").write_text(json.dumps(params, indent=1))
 
 
