@@ -9,8 +9,8 @@ from typing import Any
 from .offline import set_offline_env
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("train", "val", "predict", "export")
-DATA_MODES = ("split", "convert")  # dataset tools: their own keys, checked by their modules
+MODES = ("train", "val", "predict", "export", "reproduce")
+DATA_MODES = ("split", "convert", "download")  # dataset tools: their own keys, checked by their modules
 USAGE = """Usage: yolo-partial MODE [cfg=FILE.yaml] [key=value ...]
 
 Modes:
@@ -20,6 +20,8 @@ Modes:
   export   export a checkpoint:             yolo-partial export model=best.pt format=onnx
   split    make a partially labelled copy:  yolo-partial split data=X.yaml mode=easy|hard|extreme|miss50|keep [ratio=r] seed=0 [out=DIR]
   convert  convert a dataset to YOLO format: yolo-partial convert dusia|voc|coco key=value ... (see 'yolo-partial convert help')
+  reproduce sweep one method knob and tabulate: yolo-partial reproduce table=dusia-box|dusia-obj|brl-t|brl-weight|comining [data=...] [values=0,0.25] [train keys]
+  download fetch a shipped dataset:        yolo-partial download data=data/voc-hard.yaml  (the only command using the network)
   help     print this message
 
 Every Ultralytics key is accepted (https://docs.ultralytics.com/usage/cfg/). cfg= names a YAML file holding any
@@ -76,8 +78,9 @@ def build_args(mode: str, tokens: list[str]) -> dict[str, Any]:
     from .data import load_yaml
     from .keys import FORK_KEYS, PartialConfigError, check_known_keys, coerce
 
-    fork = set(FORK_KEYS) if mode == "train" else set()
-    known = set(DEFAULT_CFG_DICT) | fork
+    fork = set(FORK_KEYS) if mode in {"train", "reproduce"} else set()
+    extra = {"val": {"hidden"}, "reproduce": {"table", "values"}}.get(mode, set())  # checked by their own code
+    known = set(DEFAULT_CFG_DICT) | fork | extra
     bools = {k for k in known if isinstance(DEFAULT_CFG_DICT.get(k, FORK_KEYS.get(k) and FORK_KEYS[k].default), bool)}
     cli = parse_pairs(tokens, bools)
     check_known_keys(cli, known)
@@ -90,7 +93,7 @@ def build_args(mode: str, tokens: list[str]) -> dict[str, Any]:
         except PartialConfigError as e:
             raise PartialConfigError(f"{path}: {e}") from None
     args.update({k: v for k, v in cli.items() if k != "cfg"})
-    ultra = {k: v for k, v in args.items() if k not in fork}
+    ultra = {k: v for k, v in args.items() if k not in fork | extra}
     try:
         check_cfg(dict(ultra))
     except (TypeError, ValueError) as e:
@@ -106,6 +109,11 @@ def run(mode: str, args: dict[str, Any]) -> None:
     from .keys import PartialConfigError
     from .trainer import PartialDetectionTrainer
 
+    if mode == "reproduce":
+        from .reproduce import run_reproduce
+
+        run_reproduce(args)
+        return
     if mode == "train":
         if not args.get("resume"):
             if not args.get("data"):
@@ -119,9 +127,13 @@ def run(mode: str, args: dict[str, Any]) -> None:
     if not model:
         raise PartialConfigError(f"{mode} needs model=PATH: expected a checkpoint such as runs/detect/train/weights/best.pt")
     if mode == "val":
+        hidden = args.pop("hidden", None)
         if args.get("data"):  # else the checkpoint's own dataset, as with `yolo val`
             args["data"] = resolve_data(args["data"])
-        YOLO(model).val(**args)
+        yolo = YOLO(model)
+        metrics = yolo.val(**args)
+        if hidden not in (None, False):
+            report_hidden(yolo, hidden, args, Path(metrics.save_dir))
     elif mode == "predict":
         if "source" not in args:
             raise PartialConfigError("predict needs source=PATH: expected an image, folder, video or glob")
@@ -131,12 +143,42 @@ def run(mode: str, args: dict[str, Any]) -> None:
         YOLO(model).export(**args)
 
 
+def report_hidden(yolo, hidden: Any, args: dict[str, Any], save_dir: Path) -> None:
+    """Print hidden-object recall after `val` and save it as hidden_recall.json in the val run folder.
+
+    `hidden` is a manifest path, or True for the manifest named by the data YAML's `hidden:` key.
+    """
+    import json
+
+    from .data import resolve_data
+    from .fileio import write_text_atomic
+    from .hidden import find_manifest, format_recall, hidden_recall, load_manifest
+    from .keys import PartialConfigError
+
+    if hidden is True:
+        data = args.get("data") or yolo.overrides.get("data") or yolo.ckpt.get("train_args", {}).get("data")
+        hidden = find_manifest(resolve_data(data)) if data else None
+        if hidden is None:
+            raise PartialConfigError(f"hidden=True but data={data} names no manifest (no 'hidden:' key): pass hidden=PATH")
+    kw = {k: args[k] for k in ("imgsz", "batch", "device", "conf") if args.get(k) is not None}
+    if "imgsz" not in kw:
+        kw["imgsz"] = yolo.overrides.get("imgsz") or yolo.ckpt.get("train_args", {}).get("imgsz", 640)
+    result = hidden_recall(yolo, load_manifest(hidden), **kw)
+    print(format_recall(result))
+    write_text_atomic(save_dir / "hidden_recall.json", json.dumps(result, indent=1))
+
+
 def run_data_tool(mode: str, tokens: list[str]) -> None:
     """Run `split` or `convert`; their modules check their own keys and raise one-line errors."""
     if mode == "split":
         from .split import run_split
 
         run_split(parse_pairs(tokens, set()))
+        return
+    if mode == "download":
+        from .download import run_download
+
+        run_download(parse_pairs(tokens, set()))
         return
     from .convert import run_convert
 

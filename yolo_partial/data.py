@@ -79,8 +79,10 @@ def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
         for src in sources:
             p = Path(src) if Path(src).is_absolute() else root / src
             if not p.exists():
+                how = (f"; `yolo-partial download data={yaml_path}` fetches them" if "download" in cfg
+                       else "; the comments at the top of the YAML say how to obtain them")
                 raise PartialDataError(
-                    f"{yaml_path}: {split} images not found at {p}: expected an image folder or a .txt list of images"
+                    f"{yaml_path}: {split} images not found at {p}: expected an image folder or a .txt list of images{how}"
                 )
 
 
