@@ -1,0 +1,244 @@
+"""Hidden-object recall: does a model detect the training objects whose labels a split removed?
+
+A partial split writes a manifest of every box it removed (the hidden.json format). A model that learned to treat
+unlabelled objects as background scores those boxes low, so their recall is the direct measure of suppression; the
+recall of the boxes still labelled in the same images gives the level to compare it with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import LABEL_FORMAT, PartialDataError, label_problem, load_yaml
+
+MANIFEST_FORMAT = "yolo-partial-manifest/1"
+PREDICT_CONF = 0.001  # predict nearly everything, so mean scores see the low-confidence detections as well
+PREDICT_MAX_DET = 300
+_EMPTY = np.zeros((0, 5), np.float32)
+
+
+def image_key(im_file: str | Path) -> str:
+    """Absolute, normalised form of an image path; symlinks are kept, since split outputs link to their sources."""
+    return os.path.normpath(os.path.abspath(im_file))
+
+
+@dataclass
+class Manifest:
+    """A loaded hidden-object manifest.
+
+    Attributes:
+        path (Path): The manifest file.
+        root (Path): Absolute folder that the manifest's image paths are relative to.
+        names (list | None): Class names in class-index order, from the summary's per_class keys, when present.
+        summary (dict): The manifest's summary block, as written by split or shapes.
+        boxes (dict[str, np.ndarray]): {image_key(image): float32 array (n, 5) of [cls, cx, cy, w, h] normalised}.
+    """
+
+    path: Path
+    root: Path
+    names: list | None
+    summary: dict
+    boxes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def for_image(self, im_file: str | Path) -> np.ndarray:
+        """Hidden boxes of one image, given in any path form of the same file -> float32 array (n, 5), maybe (0, 5)."""
+        return self.boxes.get(image_key(im_file), _EMPTY)
+
+    @property
+    def n_boxes(self) -> int:
+        """Number of hidden boxes over all images."""
+        return sum(len(b) for b in self.boxes.values())
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one manifest 'removed' entry, or None when it is valid."""
+    if not isinstance(entry, dict) or not {"image", "cls", "box"} <= set(entry):
+        return "lacks one of image, cls, box"
+    if not isinstance(entry["image"], str) or not entry["image"]:
+        return "has no image path"
+    cls = entry["cls"]
+    if isinstance(cls, bool) or not isinstance(cls, int) or cls < 0:
+        return f"has class {cls!r}, not an integer >= 0"
+    box = entry["box"]
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in box)):
+        return f"has box {box!r}, not 4 numbers in [0, 1]"
+    return None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and check a hidden-object manifest (JSON) -> Manifest; one-line PartialDataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PartialDataError(f"hidden-object manifest not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PartialDataError(f"{path}: unreadable manifest ({e}): expected {MANIFEST_FORMAT} JSON") from e
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != MANIFEST_FORMAT:
+        raise PartialDataError(f"{path}: manifest format {found!r}: expected '{MANIFEST_FORMAT}'")
+    removed = data.get("removed")
+    if not isinstance(removed, list):
+        raise PartialDataError(f"{path}: 'removed' is missing or not a list: expected a list of removed boxes")
+    for i, entry in enumerate(removed):
+        problem = _entry_problem(entry)
+        if problem:
+            raise PartialDataError(
+                f"{path}: removed[{i}] {problem}: expected {{\"image\": str, \"cls\": int, \"box\": [cx, cy, w, h]}}")
+    root = Path(image_key(path.parent / str(data.get("root") or ".")))
+    rows: dict[str, list] = {}
+    for entry in removed:
+        rows.setdefault(image_key(root / entry["image"]), []).append([entry["cls"], *entry["box"]])
+    summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
+    per_class = summary.get("per_class")
+    names = list(per_class) if isinstance(per_class, dict) and per_class else None
+    return Manifest(path, root, names, summary, {k: np.array(v, np.float32) for k, v in rows.items()})
+
+
+def find_manifest(data_yaml: str | Path) -> Path | None:
+    """The manifest named by a data YAML's top-level `hidden:` key (relative to the YAML's folder), or None."""
+    data_yaml = Path(data_yaml)
+    value = load_yaml(data_yaml, "data YAML").get("hidden")
+    if value is None:
+        return None
+    path = data_yaml.parent / str(value)
+    if not path.is_file():
+        raise PartialDataError(f"{data_yaml}: hidden: {value} not found at {path}: expected a manifest JSON file")
+    return path
+
+
+def best_scores(hidden, preds, iou: float = 0.5):
+    """Best score per hidden box among same-class predictions overlapping it with IoU >= iou (0 where none).
+
+    Args:
+        hidden (np.ndarray | torch.Tensor): (n, 5) boxes [cls, cx, cy, w, h], normalised or pixels.
+        preds (np.ndarray | torch.Tensor): (m, 6) predictions [cls, cx, cy, w, h, score] in the same units.
+        iou (float): IoU threshold.
+
+    Returns:
+        (np.ndarray | torch.Tensor): (n,) float32 scores; a tensor on hidden's device when hidden is a tensor.
+    """
+    from ultralytics.utils.metrics import box_iou
+    from ultralytics.utils.ops import xywh2xyxy
+
+    h = torch.as_tensor(hidden, dtype=torch.float32).reshape(-1, 5)
+    p = torch.as_tensor(preds, dtype=torch.float32, device=h.device).reshape(-1, 6)
+    scores = h.new_zeros(len(h))
+    if len(h) and len(p):
+        # eps far below box_iou's default: normalised boxes of small objects have areas near 1e-5
+        overlap = box_iou(xywh2xyxy(h[:, 1:5]), xywh2xyxy(p[:, 1:5]), eps=1e-12)  # (n, m)
+        match = (overlap >= iou) & (h[:, :1] == p[:, 0])
+        scores = torch.where(match, p[:, 5], 0.0).amax(1)
+    return scores if isinstance(hidden, torch.Tensor) else scores.cpu().numpy()
+
+
+def _labelled_boxes(im_file: str) -> np.ndarray:
+    """The boxes still labelled for an image, from its YOLO label file -> float32 (n, 5); (0, 5) without a file."""
+    from ultralytics.data.utils import img2label_paths
+
+    lb_file = Path(img2label_paths([im_file])[0])
+    if not lb_file.is_file():
+        return _EMPTY
+    problem = label_problem(lb_file, nc=1 << 31)  # the dataset's nc is unknown here; training checked the range
+    if problem:
+        raise PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT}")
+    rows = [line.split() for line in lb_file.read_text(encoding="utf-8-sig").splitlines() if line.split()]
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
+def _predictions(result) -> torch.Tensor:
+    """One Ultralytics Results -> (m, 6) [cls, cx, cy, w, h, score], coordinates normalised to the original image."""
+    b = result.boxes
+    return torch.cat([b.cls[:, None], b.xywhn, b.conf[:, None]], 1).float().cpu()
+
+
+def _check_images(manifest: Manifest, files: list[str]) -> None:
+    """Raise a one-line error naming the first image of the manifest that does not exist, and how many are missing."""
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise PartialDataError(
+            f"{manifest.path}: {len(missing)} of {len(files)} images with hidden boxes not found, first {missing[0]}: "
+            f"expected the image paths relative to {manifest.root}")
+
+
+def _recall(scores: np.ndarray, conf: float) -> float:
+    """Share of scores >= conf (NaN when there are none)."""
+    return float((scores >= conf).mean()) if len(scores) else math.nan
+
+
+def hidden_recall(model, manifest: Manifest, conf: float = 0.25, iou: float = 0.5, imgsz: int = 640, batch: int = 16,
+                  device=None, max_images: int | None = None) -> dict:
+    """Recall and mean score of the hidden boxes of a manifest's images, next to the recall of their labelled boxes.
+
+    Args:
+        model (str | Path | YOLO): A checkpoint or model path, or a loaded Ultralytics YOLO object.
+        manifest (Manifest): The hidden boxes, from load_manifest.
+        conf (float): Score at which a box counts as found.
+        iou (float): IoU at which a same-class prediction matches a box.
+        imgsz (int): Inference size.
+        batch (int): Images per prediction call.
+        device: Ultralytics device argument.
+        max_images (int | None): Use only the first images (in sorted path order) that hold hidden boxes.
+
+    Returns:
+        (dict): images, hidden_boxes, hidden_recall, hidden_score (mean best score), labelled_boxes,
+            labelled_recall, per_class {name: {hidden, recall, score}}, conf, iou. Recalls are NaN without boxes.
+    """
+    from ultralytics import YOLO
+    from ultralytics.utils import TQDM
+
+    if isinstance(model, (str, Path)):
+        model = YOLO(str(model))
+    files = sorted(manifest.boxes)[:max_images]
+    _check_images(manifest, files)
+    none = np.zeros(0, np.float32)
+    hidden, hidden_s, labelled_s = [_EMPTY], [none], [none]  # seeded so that a manifest without boxes concatenates
+    chunks = [files[i:i + batch] for i in range(0, len(files), batch)]
+    for chunk in TQDM(chunks, desc="Hidden-object recall"):
+        # one call per chunk: a list source is decoded whole, so chunks bound memory on large training sets
+        results = model.predict(source=chunk, stream=True, verbose=False, conf=min(conf, PREDICT_CONF),
+                                max_det=PREDICT_MAX_DET, imgsz=imgsz, device=device)
+        for im_file, result in zip(chunk, results, strict=True):
+            preds = _predictions(result)
+            boxes = manifest.for_image(im_file)
+            hidden.append(boxes)
+            hidden_s.append(best_scores(boxes, preds, iou))
+            labelled_s.append(best_scores(_labelled_boxes(im_file), preds, iou))
+    cls, hs, ls = np.concatenate(hidden)[:, 0].astype(int), np.concatenate(hidden_s), np.concatenate(labelled_s)
+    classes = np.unique(cls).tolist()
+    names = _class_names(manifest, getattr(model, "names", None), classes)
+    per_class = {names[c]: {"hidden": int((cls == c).sum()), "recall": _recall(hs[cls == c], conf),
+                            "score": float(hs[cls == c].mean())} for c in classes}
+    return {"images": len(files), "hidden_boxes": len(hs), "hidden_recall": _recall(hs, conf),
+            "hidden_score": float(hs.mean()) if len(hs) else math.nan, "labelled_boxes": len(ls),
+            "labelled_recall": _recall(ls, conf), "per_class": per_class, "conf": conf, "iou": iou}
+
+
+def _class_names(manifest: Manifest, model_names, classes: list[int]) -> dict[int, str]:
+    """{class id: display name}: the manifest's names (the dataset's) when they cover every id, else the model's."""
+    if manifest.names and all(c < len(manifest.names) for c in classes):
+        return {c: str(manifest.names[c]) for c in classes}
+    model_names = model_names if isinstance(model_names, dict) else {}
+    return {c: str(model_names.get(c, c)) for c in classes}
+
+
+def format_recall(result: dict) -> str:
+    """Multi-line table of a hidden_recall result in Ultralytics' val print style: overall row, then one per class."""
+    head = ("%22s" + "%11s" * 6) % ("Class", "Images", "Hidden", "Recall", "Score", "Labelled", "Recall")
+    title = (f"Hidden-object recall at IoU {result.get('iou', 0.5):g}, score {result.get('conf', 0.25):g}: Hidden = "
+             "boxes the split removed, Labelled = boxes still labelled in the same images (the reference level)")
+    lines = [title, head, ("%22s" + "%11i" * 2 + "%11.3g" * 2 + "%11i" + "%11.3g") % (
+        "all", result["images"], result["hidden_boxes"], result["hidden_recall"], result["hidden_score"],
+        result["labelled_boxes"], result["labelled_recall"])]
+    for name, row in result["per_class"].items():
+        lines.append(("%22s" + "%11s" + "%11i" + "%11.3g" * 2) % (name, "", row["hidden"], row["recall"], row["score"]))
+    return "\n".join(lines)
