@@ -124,3 +124,37 @@ def test_python_api_rejects_bad_fork_values(aquarium_small):
 
     with pytest.raises(PartialConfigError, match=r"drop_neg_obj=2.0 is invalid"):
         PartialDetectionTrainer(overrides={"data": str(aquarium_small), "drop_neg_obj": 2})
+
+
+def test_val_reports_hidden_object_recall(tmp_path, capsys):
+    """`val hidden=True` finds the manifest through the data YAML, prints the recall table and saves it as JSON."""
+    import json
+
+    from ultralytics import YOLO
+
+    from yolo_partial.shapes import generate
+
+    data = generate(tmp_path / "shapes", n_train=6, n_val=2)
+    model = tmp_path / "untrained.pt"
+    YOLO("yolov8n.yaml").save(model)
+    rc, out, err = run_cli(capsys, "val", f"model={model}", f"data={data}", "hidden=True", "imgsz=64", "batch=2",
+                           f"project={tmp_path}", "name=val", "plots=False")  # fmt: skip
+    assert rc == 0, err
+    manifest = json.loads((tmp_path / "shapes" / "hidden.json").read_text())
+    saved = json.loads((tmp_path / "val" / "hidden_recall.json").read_text())
+    assert saved["hidden_boxes"] == manifest["summary"]["removed"] > 0
+    assert saved["images"] == len({e["image"] for e in manifest["removed"]})
+    assert 0 <= saved["hidden_recall"] <= 1 and "Hidden" in out
+
+
+def test_val_hidden_true_without_manifest_is_one_line(tmp_path, capsys):
+    from ultralytics import YOLO
+
+    from yolo_partial.shapes import generate
+
+    generate(tmp_path / "shapes", n_train=2, n_val=2)
+    model = tmp_path / "untrained.pt"
+    YOLO("yolov8n.yaml").save(model)
+    line = one_line_error(capsys, "val", f"model={model}", f"data={tmp_path / 'shapes' / 'full.yaml'}", "hidden=True",
+                          "imgsz=64", f"project={tmp_path}", "name=val", "plots=False")  # fmt: skip
+    assert "names no manifest" in line and "hidden=PATH" in line

@@ -140,6 +140,17 @@ def test_find_manifest(tmp_path, dataset):
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_find_manifest_is_relative_to_the_dataset_path(tmp_path):
+    """As in data/voc-hard.yaml: the YAML lives elsewhere, `hidden:` is inside the dataset folder that `path:` names."""
+    ds = tmp_path / "datasets" / "voc-hard"
+    ds.mkdir(parents=True)
+    (ds / "hidden.json").write_text("{}")
+    shipped = tmp_path / "repo" / "data" / "voc-hard.yaml"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(f"path: {ds}\ntrain: images/train\nval: images/val\nhidden: hidden.json\n")
+    assert find_manifest(shipped) == ds / "hidden.json"
+
+
 # hidden_recall -------------------------------------------------------------------------------------------------------
 
 class FakeModel:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import LABEL_FORMAT, PartialDataError, label_problem, load_yaml
+from .data import LABEL_FORMAT, PartialDataError, dataset_root, label_problem, load_yaml
 
 MANIFEST_FORMAT = "yolo-partial-manifest/1"
 PREDICT_CONF = 0.001  # predict nearly everything, so mean scores see the low-confidence detections as well
@@ -105,12 +105,17 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def find_manifest(data_yaml: str | Path) -> Path | None:
-    """The manifest named by a data YAML's top-level `hidden:` key (relative to the YAML's folder), or None."""
+    """The manifest named by a data YAML's top-level `hidden:` key, or None.
+
+    Like `train:` and `val:`, the value is relative to the dataset root (the YAML's `path:`, else its folder), so a
+    shipped YAML such as data/voc-hard.yaml can name the manifest inside the dataset it points to.
+    """
     data_yaml = Path(data_yaml)
-    value = load_yaml(data_yaml, "data YAML").get("hidden")
+    cfg = load_yaml(data_yaml, "data YAML")
+    value = cfg.get("hidden")
     if value is None:
         return None
-    path = data_yaml.parent / str(value)
+    path = Path(os.path.normpath(dataset_root(data_yaml, cfg) / str(value)))  # an absolute value stays as it is
     if not path.is_file():
         raise PartialDataError(f"{data_yaml}: hidden: {value} not found at {path}: expected a manifest JSON file")
     return path

@@ -211,12 +211,13 @@ def _manifest(tmp: Path, seed: int, n_train: int, hidden: list[dict]) -> dict:
 def _data_yaml(dataset_dir: Path, hidden: bool) -> str:
     """Ultralytics data YAML text for the dataset folder dataset_dir (absolute path, with images/ and labels/).
 
-    `hidden:` names the manifest of unlabelled objects (relative to the YAML's folder), for hidden-object recall.
+    `hidden:` names the manifest of unlabelled objects for hidden-object recall; like train and val, it is relative
+    to the dataset folder `path`.
     """
     # json.dumps yields double-quoted strings, which are valid YAML whatever characters the path holds.
     names = "".join(f"  {i}: {json.dumps(name)}\n" for i, name in enumerate(CLASS_NAMES))
     return (f"path: {json.dumps(str(dataset_dir))}\ntrain: images/train\nval: images/val\n"
-            + ("hidden: hidden.json\n" if hidden else "") + f"nc: {len(CLASS_NAMES)}\nnames:\n{names}")
+            + ("hidden: ../hidden.json\n" if hidden else "") + f"nc: {len(CLASS_NAMES)}\nnames:\n{names}")
 
 
 def _params(n_train: int, n_val: int, imgsz: int, seed: int, label_prob: float) -> dict:
