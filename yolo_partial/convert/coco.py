@@ -1,0 +1,213 @@
+"""COCO instances JSON (one split per call) -> YOLO layout; several calls fill one output folder.
+
+The split's name comes from the JSON file name (instances_val2017.json -> val2017). Class ids are the rank of each
+category id among the JSON's categories sorted by id, so COCO's 80 categories map to 0..79 as in Ultralytics'
+coco.yaml. Boxes [x, y, w, h] (top-left pixels) become normalised centre boxes clipped to the image. Crowd regions are
+skipped by default, like Ultralytics' own converter; crowd=keep writes them as ordinary boxes. Images listed in the
+JSON but absent from images= are left out with a warning (an error if none is found: images= is then wrong).
+
+    convert_coco("annotations/instances_val2017.json", "val2017", "datasets/coco2017")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from ..data import PartialDataError, load_yaml
+from ..fileio import MARKER, atomic_dir, link_image
+from . import format_table, write_data_yaml, yolo_line
+
+CROWD = ("skip", "keep")
+COUNTS = (
+    "images", "boxes", "empty", "crowd skipped", "crowd kept", "zero-size", "unknown category", "unknown image id",
+    "missing images", "boxes of missing images", "repeated ids",
+)  # fmt: skip
+ROLES = ("train", "val", "test")  # data.yaml key -> the first split (sorted) whose name contains it
+
+
+def load_instances(path: Path) -> dict:
+    """Read a COCO instances JSON -> its dict, with one-line errors naming the file for unreadable or foreign JSON."""
+    if not path.is_file():
+        raise PartialDataError(f"annotations={path} not found: expected a COCO instances_<split>.json file")
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise PartialDataError(f"{path}: malformed JSON{where}: expected a COCO instances file") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise PartialDataError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories' lists")
+    return data
+
+
+def read_categories(data: dict, path: Path) -> tuple[dict[int, int], list[str]]:
+    """Categories sorted by id -> ({category id: class index}, names)."""
+    try:
+        cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError):
+        raise PartialDataError(f"{path}: every category needs an integer 'id' and a 'name'") from None
+    ids = [i for i, _ in cats]
+    if len(set(ids)) != len(ids):
+        raise PartialDataError(f"{path}: category ids repeat: expected each id once")
+    return {i: k for k, i in enumerate(ids)}, [name for _, name in cats]
+
+
+def read_images(data: dict, path: Path) -> tuple[dict[int, tuple[str, int, int]], int]:
+    """Image entries by id -> ({id: (file_name, width, height)}, repeated ids dropped); later repeats are ignored."""
+    images, stems = {}, set()
+    for n, im in enumerate(data["images"]):
+        try:
+            key, entry = int(im["id"]), (str(im["file_name"]), int(im["width"]), int(im["height"]))
+        except (KeyError, TypeError, ValueError):
+            raise PartialDataError(
+                f"{path}: images[{n}] needs an integer 'id', 'width', 'height' and a 'file_name'"
+            ) from None
+        if key in images:
+            continue
+        if min(entry[1:]) <= 0 or Path(entry[0]).stem in stems:  # the stem names the label file
+            raise PartialDataError(f"{path}: images[{n}] ({entry[0]}): expected a positive size and a unique file name")
+        images[key] = entry
+        stems.add(Path(entry[0]).stem)
+    return images, len(data["images"]) - len(images)
+
+
+def image_labels(
+    data: dict, path: Path, images: dict, cls_of: dict, crowd: str, stats: Counter
+) -> dict[int, list[str]]:
+    """YOLO label lines per image id, in the JSON's annotation order; tallies kept and skipped boxes in `stats`."""
+    labels = defaultdict(list)
+    for n, ann in enumerate(data["annotations"]):
+        try:
+            image_id, cat, bbox = int(ann["image_id"]), int(ann["category_id"]), [float(v) for v in ann["bbox"]]
+            x, y, w, h = bbox
+        except (KeyError, TypeError, ValueError):
+            raise PartialDataError(
+                f"{path}: annotations[{n}] needs an 'image_id', a 'category_id' and 'bbox' [x, y, w, h]"
+            ) from None
+        is_crowd = bool(ann.get("iscrowd", 0))
+        if image_id not in images:
+            stats["unknown image id"] += 1
+        elif cat not in cls_of:
+            stats["unknown category"] += 1
+        elif is_crowd and crowd == "skip":
+            stats["crowd skipped"] += 1
+        elif not (line := yolo_line(cls_of[cat], (x, y, x + w, y + h), images[image_id][1:])):
+            stats["zero-size"] += 1
+        else:
+            labels[image_id].append(line)
+            stats["crowd kept"] += is_crowd
+    return labels
+
+
+def earlier_output(out: Path, split: str, names: list[str], path: Path) -> tuple[dict, list[str]]:
+    """An earlier `convert coco` output in `out` -> (its marker's splits, the other splits to carry over).
+
+    Raises a one-line error when `out` holds another converter's output or splits with different class names.
+    """
+    if not (out / MARKER).is_file():
+        return {}, []
+    try:
+        marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        marker = {}
+    if marker.get("command") != "convert coco":
+        raise PartialDataError(
+            f"out={out} holds a '{marker.get('command')}' output: expected a new folder or a COCO one"
+        )
+    others = sorted(p.name for p in (out / "labels").glob("*") if p.is_dir() and p.name != split)
+    old_names = load_yaml(out / "data.yaml", "data YAML").get("names", {}) if (out / "data.yaml").is_file() else {}
+    if others and list(old_names.values()) != names:
+        raise PartialDataError(f"{path}: its categories differ from those of the splits {others} already in out={out}")
+    return {s: v for s, v in marker.get("splits", {}).items() if s in others}, others
+
+
+def split_roles(splits: list[str]) -> dict[str, str]:
+    """data.yaml's train/val/test entries: per role, the split whose name starts with it, else the first containing it.
+
+    ['train2017', 'val2017'] -> {'train': 'images/train2017', 'val': 'images/val2017'}; a role without split is omitted.
+    """
+    roles = {}
+    for role in ROLES:
+        candidates = sorted((not s.startswith(role), s) for s in splits if role in s)
+        if candidates:
+            roles[role] = f"images/{candidates[0][1]}"
+    return roles
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a carried-over file (labels, copied images); copy where the filesystem has no hard links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, crowd: str = "skip") -> dict:
+    """Convert one COCO instances JSON and its image folder into split `<json name without instances_>` of `out`.
+
+    Other splits already in `out` (from earlier calls) are kept; a split of the same name is replaced; data.yaml is
+    rewritten to name the splits present. The whole output folder is swapped in at once, so a failure changes nothing.
+
+    Returns:
+        (dict): 'split', 'images', 'boxes', 'empty' (images without boxes), 'crowd skipped', 'crowd kept',
+            'zero-size', 'unknown category', 'unknown image id' (boxes left out), 'missing images' (listed but absent,
+            left out, with their 'boxes of missing images'), 'repeated ids' (image entries ignored) and 'splits' (all
+            splits now in out).
+    """
+    from ultralytics.utils import LOGGER, TQDM
+
+    if crowd not in CROWD:
+        raise PartialDataError(f"crowd={crowd} is invalid: expected one of {'|'.join(CROWD)}")
+    path, src, out = Path(annotations), Path(images), Path(out).expanduser().absolute()
+    data = load_instances(path)
+    if not src.is_dir():
+        raise PartialDataError(f"images={src} is not a folder: expected the folder of the JSON's file_name images")
+    split = path.stem.removeprefix("instances_")
+    cls_of, names = read_categories(data, path)
+    entries, repeats = read_images(data, path)
+    stats = Counter({"repeated ids": repeats})
+    labels = image_labels(data, path, entries, cls_of, crowd, stats)
+    missing = [name for name, _, _ in entries.values() if not (src / name).is_file()]
+    if entries and len(missing) == len(entries):
+        raise PartialDataError(f"images={src} holds none of the {len(entries)} images of {path} (first: {missing[0]})")
+    kept_splits, others = earlier_output(out, split, names, path)
+    producer = {
+        "command": "convert coco",
+        "splits": {
+            **kept_splits,
+            split: {"annotations": str(path.absolute()), "images": str(src.absolute()), "crowd": crowd},
+        },
+    }
+    with atomic_dir(out, producer) as tmp:
+        for sub in ("images", "labels"):
+            (tmp / sub / split).mkdir(parents=True)
+            for other in others:
+                if (out / sub / other).is_dir():
+                    shutil.copytree(out / sub / other, tmp / sub / other, symlinks=True, copy_function=_link_or_copy)
+        for image_id, (name, _, _) in TQDM(entries.items(), desc=f"COCO {split}"):
+            if not (src / name).is_file():
+                stats["boxes of missing images"] += len(labels.get(image_id, ()))
+                continue
+            lines = labels.get(image_id, [])
+            link_image(src / name, tmp / "images" / split / Path(name).name)
+            text = "\n".join(lines) + "\n" if lines else ""
+            (tmp / "labels" / split / f"{Path(name).stem}.txt").write_text(text, encoding="utf-8")
+            stats.update(images=1, boxes=len(lines), empty=not lines)
+        splits = sorted([*others, split])
+        roles = split_roles(splits)
+        write_data_yaml(tmp / "data.yaml", roles, names, "# COCO converted by yolo-partial\n")
+    stats["missing images"] = len(missing)
+    summary = {"split": split, **{k: stats[k] for k in COUNTS}, "splits": splits}
+    if missing:
+        LOGGER.warning(f"COCO {split}: {len(missing)} listed images not found in {src}, left out (first: {missing[0]})")
+    for key in ("unknown category", "unknown image id"):
+        if stats[key]:
+            LOGGER.warning(f"COCO {split}: {stats[key]} annotations with an {key} left out")
+    columns = ["images", "boxes", "empty", "crowd skipped", "crowd kept", "zero-size", "missing images", "repeated ids"]
+    LOGGER.info(f"COCO {path.name} -> {out} (data.yaml: {roles})\n{format_table({split: stats}, columns)}")
+    return summary
