@@ -1,9 +1,13 @@
 """Step-time and peak-memory overhead of each yolo-partial loss setting against the stock Ultralytics loss.
 
-One training step = forward + loss + backward of a from-scratch yolov8n. Settings are interleaved round-robin in one
-process so drift (thermal, other load) hits all alike; the median over repeats is reported. Peak memory is the peak
-resident-set growth during the step, sampled every 0.5 ms, with freed heap returned to the OS (malloc_trim) before
-each step so every step starts from the same baseline. Targets: time and memory ratios <= 1.10 (issue #2, #4).
+One training step = forward + loss + backward of a from-scratch yolov8n; for Co-mining it is the whole two-view step:
+colour-jittered copy of the batch + forward of 2B images + loss (pseudo labels, two views) + backward. Settings are
+interleaved round-robin in one process so drift (thermal, other load) hits all alike; the median over repeats is
+reported. Peak memory is the peak resident-set growth during the step, sampled every 0.5 ms, with freed heap returned
+to the OS (malloc_trim) before each step so every step starts from the same baseline. Targets: time and memory ratios
+<= 1.10 for the loss policies (issues #2, #4); <= 2.3 (time) and <= 2.2 (memory) for Co-mining (issue #5), whose two
+views are inherent. The untrained model scores nothing above cm_score=0.6, so "comining" measures the two-view cost;
+"comining 300 pseudo" (cm_score=1e-4) adds the worst case of the pseudo-label path: 300 pseudo boxes per image.
 
     python benchmarks/loss_overhead.py [--imgsz 320] [--batch 8] [--repeats 8] [--device cpu]
 """
@@ -27,7 +31,7 @@ from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG_DICT  # noqa: E402
 
 from yolo_partial.keys import FORK_DEFAULTS  # noqa: E402
-from yolo_partial.losses import partial_criterion  # noqa: E402
+from yolo_partial.losses import CoMiningLoss, add_jittered_view, partial_criterion  # noqa: E402
 
 SETTINGS = {
     "stock": None,  # Ultralytics' own v8DetectionLoss
@@ -39,8 +43,11 @@ SETTINGS = {
     "brl": {"brl": True},
     "scb": {"scb": True},
     "brl+bpr+scb": {"brl": True, "scb": True, "scb_box": True, "drop_neg_box": 0.25, "drop_neg_obj": 0.75},
+    "comining": {"comining": True},
+    "comining 300 pseudo": {"comining": True, "cm_score": 1e-4},
 }
-TARGET = 1.10
+TARGET = (1.10, 1.10)  # time, memory
+TARGETS = {"comining": (2.3, 2.2), "comining 300 pseudo": (2.3, 2.2)}
 
 try:
     _libc = ctypes.CDLL("libc.so.6")
@@ -94,7 +101,10 @@ def build(setting: dict | None, model: DetectionModel):
 
 
 def step(model, criterion, batch) -> None:
+    """One training step; Co-mining appends the jittered view first, as the trainer's preprocess_batch does."""
     model.zero_grad(set_to_none=True)
+    if isinstance(criterion, CoMiningLoss):
+        batch = add_jittered_view(batch)
     loss, _ = criterion(model(batch["img"]), batch)
     loss.sum().backward()
 
@@ -134,16 +144,17 @@ def main():
     t_ref, m_ref = statistics.median(times[names[0]]), statistics.median(mems[names[0]])
     print(f"\n{opt.model} imgsz={opt.imgsz} batch={opt.batch} objects/img={opt.objects} device={opt.device} "
           f"torch threads={torch.get_num_threads()} repeats={opt.repeats} (medians; ratios vs '{names[0]}')")  # fmt: skip
-    print(f"| setting | step ms | time ratio | peak MiB | memory ratio | within {TARGET:.2f}x |")
-    print("|---|---:|---:|---:|---:|:---:|")
-    worst = 0.0
+    print("| setting | step ms | time ratio | peak MiB | memory ratio | target (time, memory) | within |")
+    print("|---|---:|---:|---:|---:|---:|:---:|")
+    misses = []
     for n in names:
         t, m = statistics.median(times[n]), statistics.median(mems[n])
         rt, rm = t / t_ref, m / m_ref
-        worst = max(worst, rt, rm) if n != names[0] else worst
-        ok = "yes" if rt <= TARGET and rm <= TARGET else "NO"
-        print(f"| {n} | {t * 1e3:.0f} | {rt:.3f} | {m / 2**20:.0f} | {rm:.3f} | {ok} |")
-    print(f"\nworst ratio {worst:.3f} (target <= {TARGET:.2f})")
+        tt, tm = TARGETS.get(n, TARGET)
+        ok = rt <= tt and rm <= tm
+        misses += [] if ok else [n]
+        print(f"| {n} | {t * 1e3:.0f} | {rt:.3f} | {m / 2**20:.0f} | {rm:.3f} | {tt:.2f}, {tm:.2f} | {'yes' if ok else 'NO'} |")
+    print(f"\nsettings over target: {', '.join(misses) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -186,3 +186,54 @@ def test_cli_trains_on_embedded_dataset_by_default(tmp_path, monkeypatch):
     args = (tmp_path / "default" / "args.yaml").read_text()
     assert "shapes-v2" in args and "imgsz: 160" in args and "drop_neg_obj: 0.75" in args
     assert (tmp_path / "default" / "weights" / "best.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def comining_run(tmp_path_factory):
+    """Co-mining on the generated shapes dataset, whose partial YAML names its hidden-box manifest."""
+    from yolo_partial import shapes
+
+    data = shapes.generate(tmp_path_factory.mktemp("shapes") / "s", n_train=12, n_val=4)
+    # a near-zero score threshold, so that the untrained model does produce pseudo boxes
+    return train("yolov8n.yaml", data, tmp_path_factory.mktemp("runs"), "cm", comining=True, cm_score=1e-4), data
+
+
+def test_comining_trains_logs_and_stays_stock_loadable(comining_run):
+    import pandas as pd
+
+    from yolo_partial.hidden_labels import HiddenBoxesDataset
+    from yolo_partial.losses import CoMiningLoss
+
+    trainer, data = comining_run
+    df = pd.read_csv(trainer.csv)
+    assert df["train/pseudo_n"].iloc[0] > 0 and 0 <= df["train/pseudo_hit"].iloc[0] <= df["train/pseudo_n"].iloc[0]
+    assert df["val/pseudo_n"].iloc[0] == 0 and df["train/nonfinite_skipped"].iloc[0] == 0
+    assert isinstance(trainer.model.criterion, CoMiningLoss) and trainer.model.criterion.hidden
+    dataset = trainer.train_loader.dataset
+    assert type(dataset) is HiddenBoxesDataset and max(lb["cls"].max() for lb in dataset.labels) < len(trainer.data["names"])
+    image = next((data.parent / "partial" / "images" / "val").iterdir())
+    assert load_in_stock_ultralytics([trainer.best, trainer.last], image).count("loaded") == 2
+
+
+def test_ddp_worker_construction_comining_with_all_policies(comining_run, tmp_path):
+    """The DDP worker's construction path with Co-mining around BRL + SCB + BPR on YOLO26's end-to-end head."""
+    import cloudpickle
+    from ultralytics.utils import DEFAULT_CFG_DICT
+    from ultralytics.utils.loss import E2ELoss
+
+    from yolo_partial.losses import CoMiningLoss
+
+    trainer, _ = comining_run
+    state = cloudpickle.loads(cloudpickle.dumps({"trainer": type(trainer), "args": vars(trainer.args)}))
+    args = {**state["args"], "save_dir": str(tmp_path / "ddp"), "resume": False, "epochs": 1, "model": "yolo26n.yaml",
+            "brl": True, "scb": True, "drop_neg_obj": 0.5, "cm_score": 0.6}  # fmt: skip
+    cfg = DEFAULT_CFG_DICT.copy()
+    cfg.update(save_dir="")
+    worker = state["trainer"](cfg=cfg, overrides=args)
+    worker.train()
+    crit = worker.model.criterion
+    assert isinstance(crit, CoMiningLoss) and isinstance(crit.base, E2ELoss) and crit.score == 0.6
+    assert crit.base.one2one.brl and crit.base.one2one.scb and crit.base.one2one.bpr
+    assert list(worker.loss_items) == ["box_loss", "cls_loss", "l1_loss", "brl_conf", "brl_recal", "box_drop",
+                                       "obj_drop", "pseudo_n", "pseudo_hit"]  # fmt: skip
+    assert torch.isfinite(worker.loss) and crit.base.updates == 1  # the trainer advanced E2ELoss's schedule

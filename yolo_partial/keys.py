@@ -59,6 +59,13 @@ FORK_KEYS: dict[str, Key] = {
     "scb_alpha": Key(1.0, float, "a number >= 0", lambda v: v >= 0),
     "scb_beta": Key(3.0, float, "a number > 0", lambda v: v > 0),
     "scb_box": Key(False, bool, "True or False"),
+    # Co-mining (Wang et al.): two views of each image mine pseudo labels for each other
+    "comining": Key(False, bool, "True or False"),
+    "cm_score": _float(0.6, True, True),
+    "cm_nms": _float(0.5, True, True),
+    "cm_gt_iou": _float(0.4, True, True),
+    # Training guard, every method: consecutive batches with a non-finite loss before training stops
+    "nan_patience": Key(10, int, "an integer >= 1", lambda v: v >= 1),
 }
 
 FORK_DEFAULTS: dict[str, Any] = {k: key.default for k, key in FORK_KEYS.items()}
@@ -74,6 +81,8 @@ def coerce(name: str, value: Any) -> Any:
     elif key.kind is float:
         good = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if good else value
+    elif key.kind is int:
+        good = isinstance(value, int) and not isinstance(value, bool)
     else:
         good = isinstance(value, str)
     if not good or not key.ok(value):

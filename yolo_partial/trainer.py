@@ -1,10 +1,12 @@
-"""PartialDetectionTrainer: Ultralytics' DetectionTrainer with the fork's keys and the partial-label loss."""
+"""PartialDetectionTrainer: Ultralytics' DetectionTrainer with the fork's keys, the partial-label loss, Co-mining's
+two-view batches and a per-batch non-finite loss guard."""
 
 from __future__ import annotations
 
 from copy import copy
 from typing import Any
 
+import torch
 from ultralytics.cfg import cfg2dict
 from ultralytics.models import yolo
 from ultralytics.models.yolo.detect import DetectionTrainer
@@ -12,8 +14,11 @@ from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
 from .data import check_dropped_labels, resolve_data
+from .hidden import load_manifest
+from .hidden_labels import attach_hidden_boxes, manifest_path, split_hidden
 from .keys import FORK_DEFAULTS, FORK_KEYS, check_fork_args, coerce
-from .losses import partial_criterion
+from .losses import add_jittered_view, partial_criterion
+from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
 from .offline import install_offline_guards
 
 
@@ -23,6 +28,11 @@ class PartialDetectionTrainer(DetectionTrainer):
     The fork's defaults are merged into the base cfg here, so every construction path accepts fork keys: Python
     overrides, the CLI, and Ultralytics' DDP worker (which rebuilds the trainer from the plain default cfg plus the
     saved args). The model stays a stock DetectionModel, so checkpoints load in stock Ultralytics.
+
+    With `comining=True` every training batch gets a colour-jittered copy of its images appended (one forward pass sees
+    both views) and, when the data YAML names a hidden-box manifest, the training dataset carries the hidden boxes
+    through augmentation for the `pseudo_hit` item. For every method, a batch whose loss is not finite is skipped
+    (no gradient, optimizer step or EMA update) and counted in results.csv; `nan_patience` in a row stop training.
 
     Examples:
         >>> from ultralytics import YOLO
@@ -39,11 +49,65 @@ class PartialDetectionTrainer(DetectionTrainer):
         super().__init__({**FORK_DEFAULTS, **cfg2dict(cfg)}, overrides, _callbacks)
         for k, v in check_fork_args(vars(self.args)).items():  # resume restores the args of the checkpoint
             setattr(self.args, k, v)
+        self.guard = NonFiniteGuard(self.args.nan_patience)
+
+    @property
+    def loss(self):
+        """The current batch's summed loss (Ultralytics' attribute), checked for finiteness when assigned."""
+        return self.__dict__.get("_loss")
+
+    @loss.setter
+    def loss(self, value):
+        # Ultralytics assigns the batch loss here right before its backward pass: the one hook between the two
+        guard = self.__dict__.get("guard")
+        if value is not None and guard is not None and not guard.checked and guard.check_loss(value, str(self.last)):
+            # the running mean stays as it was, and the backward pass adds zero gradients
+            items = self.tloss or {k: v.nan_to_num(0.0, 0.0, 0.0) for k, v in self.loss_items.items()}
+            self.loss_items = dict(items)
+            value = self._zero_loss()
+        self.__dict__["_loss"] = value
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A zero loss with a path to every trainable weight: under DDP every rank still completes its gradient
+        reduction (a backward pass that reaches no weight would leave it pending)."""
+        return sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad) * 0.0
+
+    def preprocess_batch(self, batch: dict) -> dict:
+        """Ultralytics' preprocessing; with Co-mining, hidden boxes split out and a colour-jittered view appended."""
+        self.guard.start_batch(getattr(self, "epoch", 0))  # set by the training loop
+        batch = super().preprocess_batch(batch)
+        if self.args.comining:
+            batch = add_jittered_view(split_hidden(batch))
+        return batch
+
+    def optimizer_step(self):
+        """Ultralytics' step, skipped (gradients zeroed) when only bad batches were accumulated or, without AMP's own
+        overflow handling, when the gradients are not finite (counted as a bad step)."""
+        step = self.guard.pending
+        if step and not self.scaler.is_enabled():
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            step = not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+            if not step:
+                self.guard.record(True, str(self.last))
+        if step:
+            super().optimizer_step()
+        else:
+            self.optimizer.zero_grad()
+        self.guard.pending = False
+
+    def save_metrics(self, metrics):
+        """Write the results.csv row with the epoch's count of skipped non-finite batches and steps."""
+        super().save_metrics({**metrics, SKIPPED_COLUMN: self.guard.skipped})
 
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
-        """Build the YOLO dataset, stopping with the file named if Ultralytics rejected any image or label file."""
+        """Build the YOLO dataset, stopping with the file named if Ultralytics rejected any image or label file.
+
+        With Co-mining on and a hidden-box manifest named by the data YAML, the training set carries the hidden boxes.
+        """
         dataset = super().build_dataset(img_path, mode, batch)
         check_dropped_labels(dataset)
+        if mode == "train" and self.args.comining and (path := manifest_path(self.args.data)):
+            attach_hidden_boxes(dataset, load_manifest(path))
         return dataset
 
     def get_validator(self):
@@ -66,6 +130,7 @@ class PartialDetectionTrainer(DetectionTrainer):
             self._install_criterion()
             if updates is not None:  # E2ELoss's one-to-many/one-to-one schedule continues where it stopped
                 crit = unwrap_model(self.model).criterion
+                crit = getattr(crit, "base", crit)  # inside CoMiningLoss
                 crit.updates = updates - 1
                 crit.update()
 

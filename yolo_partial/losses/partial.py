@@ -13,9 +13,11 @@ import torch
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 from ultralytics.utils.tal import make_anchors
 
+from ..hidden_labels import manifest_path
 from ..keys import fork_args
 from .bpr import BoxPredictionRebalancing
 from .brl import BackgroundRecalibration
+from .comining import CoMiningLoss
 from .scb import ScaleBalance
 
 
@@ -148,7 +150,14 @@ class PartialDetectionLoss(v8DetectionLoss):
 
 
 def partial_criterion(model: torch.nn.Module):
-    """The partial loss for `model`'s head: E2ELoss around it for end-to-end heads (YOLO26), else the loss itself."""
+    """The partial loss for `model`'s head: E2ELoss around it for end-to-end heads (YOLO26), else the loss itself;
+    wrapped in CoMiningLoss when `comining` is on (pseudo_hit logged when the data YAML names a hidden-box manifest)."""
     if getattr(model.model[-1], "one2one_cv2", None) is not None:
-        return E2ELoss(model, loss_fn=PartialDetectionLoss)
-    return PartialDetectionLoss(model)
+        base = E2ELoss(model, loss_fn=PartialDetectionLoss)
+    else:
+        base = PartialDetectionLoss(model)
+    k = fork_args(model.args)
+    if not k["comining"]:
+        return base
+    data = model.args.get("data") if isinstance(model.args, dict) else getattr(model.args, "data", None)
+    return CoMiningLoss(base, k["cm_score"], k["cm_nms"], k["cm_gt_iou"], hidden=manifest_path(data) is not None)

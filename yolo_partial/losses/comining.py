@@ -1,0 +1,194 @@
+"""Co-mining (Wang et al., AAAI 2021): two views of every image mine pseudo labels for each other.
+
+The trainer appends a colour-jittered copy of the batch (`add_jittered_view`), so a single forward pass of the stock
+model, and of its DDP wrapper, sees both views. `CoMiningLoss` splits the predictions again, turns each view's detached
+predictions into pseudo boxes for the other view (score threshold, class-wise NMS, no overlap with a same-class GT) and
+returns the sum of the two views' losses. Inference uses one view, so the trained model is an ordinary detector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+from ultralytics.utils.loss import E2ELoss
+from ultralytics.utils.metrics import box_iou
+from ultralytics.utils.nms import non_max_suppression
+from ultralytics.utils.ops import clip_boxes, xywh2xyxy, xyxy2xywh
+from ultralytics.utils.tal import make_anchors
+
+VIEWS = "cm_views"  # batch key of a two-view batch: images [0, B) are the originals, [B, 2B) their jittered copies
+JITTER = (0.8, 0.8, 0.8, 0.2)  # brightness, contrast, saturation, hue of the reference's ColorJitter
+JITTER_P = 0.8  # share of images jittered
+HIT_IOU = 0.5  # a pseudo box "finds" a hidden box at this IoU with the same class
+MAX_PSEUDO = 300  # pseudo boxes per image at most (Ultralytics' max_det)
+TARGET_KEYS = ("batch_idx", "cls", "bboxes")
+HIDDEN_KEYS = ("hidden_batch_idx", "hidden_cls", "hidden_bboxes")
+
+
+@torch.no_grad()
+def color_jitter(img: torch.Tensor, p: float = JITTER_P) -> torch.Tensor:
+    """A copy of (B, 3, H, W) float images in [0, 1] where each image, with probability p, gets torchvision's
+    ColorJitter(0.8, 0.8, 0.8, 0.2): its own random factors and order of the four adjustments; geometry unchanged."""
+    jitter = v2.ColorJitter(*JITTER)
+    out = img.clone()
+    for i in (torch.rand(len(img)) < p).nonzero().flatten().tolist():
+        out[i] = jitter(img[i])
+    return out
+
+
+def add_jittered_view(batch: dict[str, Any], p: float = JITTER_P) -> dict[str, Any]:
+    """Return the batch with a colour-jittered copy of every image appended: (2B, 3, H, W) images, labels duplicated.
+
+    Label rows of copy i carry batch_idx i + B; per-image lists (im_file, shapes) are repeated; `VIEWS` marks the batch.
+    """
+    b = len(batch["img"])
+    out = {k: (type(v)(list(v) * 2) if isinstance(v, (list, tuple)) and len(v) == b else v) for k, v in batch.items()}
+    out["img"] = torch.cat((batch["img"], color_jitter(batch["img"], p)))
+    for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS):
+        if idx in batch:
+            out[idx] = torch.cat((batch[idx], batch[idx] + b))
+            out.update({k: torch.cat((batch[k], batch[k])) for k in rows})
+    out[VIEWS] = 2
+    return out
+
+
+def decode(preds: dict[str, torch.Tensor], decoder) -> torch.Tensor:
+    """(B, 4 + nc, A) xywh pixel boxes and class probabilities, the layout Ultralytics' NMS takes, from the training
+    outputs of one head branch, decoded as `decoder` (a v8DetectionLoss) decodes them for the loss."""
+    anchors, strides = make_anchors(preds["feats"], decoder.stride, 0.5)
+    xyxy = decoder.bbox_decode(anchors, preds["boxes"].float().permute(0, 2, 1)) * strides
+    return torch.cat((xyxy2xywh(xyxy).permute(0, 2, 1), preds["scores"].float().sigmoid()), 1)
+
+
+@torch.no_grad()
+def pseudo_labels(preds: dict[str, torch.Tensor], decoder, gt: dict[str, torch.Tensor], score: float, nms: float,
+                  gt_iou: float) -> dict[str, torch.Tensor]:
+    """Co-generation: pseudo boxes from one view's predictions, in the batch's label format.
+
+    Keeps predictions whose best class probability exceeds `score`, runs class-wise NMS at `nms`, clips to the image
+    and drops every box whose IoU with a GT of its image and class exceeds `gt_iou`.
+
+    Args:
+        preds (dict): Training outputs of the head branch used at inference: boxes (B, 4 * reg_max, A),
+            scores (B, nc, A), feats (list of (B, C, h, w)).
+        decoder (v8DetectionLoss): Loss whose stride and bbox_decode match that branch.
+        gt (dict): The view's labels: batch_idx (n,), cls (n, 1), bboxes (n, 4) normalised xywh.
+        score (float): Score threshold tau.
+        nms (float): Class-wise NMS IoU theta1.
+        gt_iou (float): Same-class GT overlap theta2 above which a pseudo box is dropped.
+
+    Returns:
+        (dict): batch_idx (m,), cls (m, 1), bboxes (m, 4) normalised xywh; detached.
+    """
+    h, w = (s * int(decoder.stride[0]) for s in preds["feats"][0].shape[2:])
+    scale = torch.tensor([w, h, w, h], device=preds["scores"].device, dtype=torch.float32)
+    dets = non_max_suppression(decode(preds, decoder), conf_thres=score, iou_thres=nms, max_det=MAX_PSEUDO)
+    gt_xyxy = xywh2xyxy(gt["bboxes"].float() * scale)
+    rows = []
+    for b, det in enumerate(dets):
+        box, cls = clip_boxes(det[:, :4], (h, w)), det[:, 5]
+        keep = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+        mine = gt["batch_idx"] == b
+        if mine.any():
+            same_cls = cls[:, None] == gt["cls"][mine].view(1, -1)
+            keep &= ~((box_iou(box, gt_xyxy[mine]) > gt_iou) & same_cls).any(1)
+        rows.append(torch.cat((torch.full_like(cls[keep, None], b), cls[keep, None], box[keep]), 1))
+    rows = torch.cat(rows) if rows else scale.new_zeros(0, 6)
+    return {"batch_idx": rows[:, 0], "cls": rows[:, 1:2], "bboxes": xyxy2xywh(rows[:, 2:]) / scale}
+
+
+def hidden_hits(pseudo: dict[str, torch.Tensor], view: dict[str, torch.Tensor], iou: float = HIT_IOU) -> torch.Tensor:
+    """Number of pseudo boxes that overlap a hidden box of their image and class with IoU >= iou (a 0-dim tensor)."""
+    if not len(pseudo["cls"]) or not len(view.get("hidden_cls", ())):
+        return pseudo["cls"].new_zeros(())
+    # normalised coordinates give the pixel IoU (both axes scale all areas alike); eps suits areas near 1e-5
+    overlap = box_iou(xywh2xyxy(pseudo["bboxes"]), xywh2xyxy(view["hidden_bboxes"].float()), eps=1e-12)
+    match = (overlap >= iou) & (pseudo["cls"] == view["hidden_cls"].view(1, -1))
+    match &= pseudo["batch_idx"][:, None] == view["hidden_batch_idx"].view(1, -1)
+    return match.any(1).sum().float()
+
+
+def _take(x: Any, rows: slice) -> Any:
+    """The rows of every tensor in a (nested) prediction structure: one view's half of a two-view forward pass."""
+    if isinstance(x, torch.Tensor):
+        return x[rows]
+    if isinstance(x, dict):
+        return {k: _take(v, rows) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_take(v, rows) for v in x)
+    return x
+
+
+def _view(batch: dict[str, Any], v: int, b: int) -> dict[str, torch.Tensor]:
+    """The labels (and hidden boxes, when present) of view v of a two-view batch, image indices renumbered from 0."""
+    out = {}
+    for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS):
+        if idx in batch:
+            mine = (batch[idx] >= v * b) & (batch[idx] < (v + 1) * b)
+            out[idx] = batch[idx][mine] - v * b
+            out.update({k: batch[k][mine] for k in rows})
+    return out
+
+
+def _with_pseudo(gt: dict[str, torch.Tensor], pseudo: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GT plus pseudo boxes, ordered by image (v8DetectionLoss.preprocess expects rows grouped by batch_idx)."""
+    merged = {k: torch.cat((gt[k].to(pseudo[k].dtype), pseudo[k])) for k in TARGET_KEYS}
+    order = torch.argsort(merged["batch_idx"], stable=True)
+    return {k: v[order] for k, v in merged.items()}
+
+
+class CoMiningLoss:
+    """Co-mining around a detection criterion: loss(original, GT + pseudo from copy) + loss(copy, GT + pseudo from original).
+
+    Each view keeps the base criterion's normalisation for B images, so the result is the sum of two stock-scaled
+    losses, as in the paper. Items: the two views' base items averaged, then `pseudo_n` (pseudo boxes added per image
+    and view) and, with a hidden-box manifest, `pseudo_hit` (those of them matching a hidden box, per image and view;
+    `pseudo_hit / pseudo_n` is the share that finds removed objects). The key set is fixed at construction. A batch
+    without the two-view mark (the validator's) gets the base loss and zero counts.
+
+    Args:
+        base (v8DetectionLoss | E2ELoss): The per-view criterion (PartialDetectionLoss, or E2ELoss around it).
+        score (float): Pseudo-label score threshold tau (cm_score).
+        nms (float): Class-wise NMS IoU theta1 (cm_nms).
+        gt_iou (float): Drop pseudo boxes overlapping a same-class GT above this (cm_gt_iou).
+        hidden (bool): Whether batches carry hidden boxes (a manifest is known): adds the `pseudo_hit` item.
+    """
+
+    def __init__(self, base, score: float, nms: float, gt_iou: float, hidden: bool = False):
+        self.base, self.score, self.nms, self.gt_iou, self.hidden = base, score, nms, gt_iou, hidden
+        # pseudo labels come from the branch the head uses at inference: one-to-one on end-to-end heads (YOLO26)
+        self.branch = "one2one" if isinstance(base, E2ELoss) else None
+        self.decoder = base.one2one if self.branch else base
+
+    def update(self) -> None:
+        """Advance the base criterion's per-epoch schedule (E2ELoss's branch weights), as the trainer does each epoch."""
+        if hasattr(self.base, "update"):
+            self.base.update()
+
+    def __call__(self, preds: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return (loss_vec * B summed over the two views, items) for a two-view batch of 2B images."""
+        if batch.get(VIEWS) != 2:
+            loss, items = self.base(preds, batch)
+            zero = loss.new_zeros(()).detach()
+            return loss, {**items, **self._counts(zero, zero)}
+        preds = preds[1] if isinstance(preds, tuple) else preds
+        b = len(batch["img"]) // 2
+        halves = [_take(preds, slice(0, b)), _take(preds, slice(b, 2 * b))]
+        views = [_view(batch, v, b) for v in (0, 1)]
+        mined = [self.mine(halves[v], views[v]) for v in (0, 1)]  # view v's pseudo boxes supervise view 1 - v
+        (l0, i0), (l1, i1) = (self.base(halves[v], _with_pseudo(views[v], mined[1 - v])) for v in (0, 1))
+        n_views = 2 * b
+        n = l0.new_tensor(sum(len(m["cls"]) for m in mined) / n_views)
+        hits = (hidden_hits(mined[1], views[0]) + hidden_hits(mined[0], views[1])) / n_views if self.hidden else None
+        items = {k: (i0[k] + i1[k]) / 2 for k in i0}
+        return l0 + l1, {**items, **self._counts(n, hits)}
+
+    def mine(self, preds: dict[str, Any], view: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pseudo boxes from one view's detached predictions (see `pseudo_labels`)."""
+        preds = preds[self.branch] if self.branch else preds
+        return pseudo_labels(preds, self.decoder, view, self.score, self.nms, self.gt_iou)
+
+    def _counts(self, n: torch.Tensor, hits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"pseudo_n": n, "pseudo_hit": hits} if self.hidden else {"pseudo_n": n}
