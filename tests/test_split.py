@@ -246,7 +246,7 @@ def one_line_error(capsys, *argv) -> str:
     [("7 0.5 0.5 0.2 0.2", "class 7, outside [0, 7)"), ("0 0.5 0.5 0.2", "has 4 fields, not 5"),
      ("0 0.1 0.1 0.3 0.1 0.2 0.4", "7 fields, not 5; expected lines 'class cx cy w h'"),
      ("0 0.5 1.5 0.2 0.2", "coordinate 1.5 outside [0, 1]"), ("1 0.5 0.5 0.2 x", "non-numeric field"),
-     ("nan 0.5 0.5 0.2 0.2", "non-finite class")],  # fmt: skip
+     ("nan 0.5 0.5 0.2 0.2", "NaN or infinite")],  # fmt: skip
 )
 def test_bad_label_line_is_one_line_error(aquarium_copy, tmp_path, capsys, line, reason):
     label = sorted((aquarium_copy.parent / "labels" / "train").iterdir())[2]

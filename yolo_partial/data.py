@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,8 @@ def label_problem(lb_file: Path, nc: int) -> str | None:
             cls, *xywh = (float(f) for f in fields)
         except ValueError:
             return f"line {n} has a non-numeric field"
+        if not all(math.isfinite(v) for v in (cls, *xywh)):
+            return f"line {n} has a NaN or infinite number"
         if cls != int(cls) or not 0 <= cls < nc:
             return f"line {n} has class {fields[0]}, outside [0, {nc})"
         bad = [v for v in xywh if not 0.0 <= v <= 1.0]

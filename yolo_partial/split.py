@@ -242,10 +242,7 @@ def read_rows(lb_file: str, nc: int) -> list[Row] | None:
 
 def malformed(lb_file: Path, nc: int, n: int, polygon: bool) -> PartialDataError:
     """The one-line error for line n of a label file, worded by label_problem (polygon lines get a hint)."""
-    try:
-        problem = label_problem(lb_file, nc) or f"line {n} is invalid"
-    except (ValueError, OverflowError):  # label_problem's int() of a class 'nan' or 'inf'
-        problem = f"line {n} has a non-finite class"
+    problem = label_problem(lb_file, nc) or f"line {n} is invalid"
     hint = "; polygon labels are not supported: convert them to boxes" if polygon else ""
     return PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT}{hint}")
 
