@@ -216,6 +216,11 @@ def convert_dusia(
     by_video, repeats = read_lists(sources["lists"])
     xmls = {v: sources["annotations"] / f"{v}.xml" for v in by_video}
     absent = {v: dict(Counter(f.values())) for v, f in by_video.items() if not xmls[v].is_file()}
+    if len(absent) == len(by_video):  # an empty dataset would only fail later, at training, with less to go on
+        raise PartialDataError(
+            f"annotations={sources['annotations']}: no <video>.xml for any of the {len(by_video)} videos that the "
+            f"frame lists in {sources['lists']} name: expected DUSIA's cvat_annos folder"
+        )
     xml, stats, pending, missing, short = Counter(), {s: Counter() for s in LISTS}, defaultdict(list), {}, {}
     with atomic_dir(out, {"command": "convert dusia", **{k: str(p.absolute()) for k, p in sources.items()}}) as tmp:
         for sub in ("images", "labels"):
