@@ -4,6 +4,7 @@ from .offline import set_offline_env
 
 set_offline_env()  # before Ultralytics is imported: it reads these at import time
 
+from . import models  # noqa: E402, F401  (lets Ultralytics build and load the ObjectnessDetect head)
 from .trainer import PartialDetectionTrainer  # noqa: E402
 
 __version__ = "0.1.0"

@@ -107,6 +107,7 @@ def run(mode: str, args: dict[str, Any]) -> None:
 
     from .data import resolve_data
     from .keys import PartialConfigError
+    from .models import resolve_model
     from .trainer import PartialDetectionTrainer
 
     if mode == "reproduce":
@@ -120,7 +121,7 @@ def run(mode: str, args: dict[str, Any]) -> None:
                 args.setdefault("imgsz", 160)  # the embedded dataset's native size
             # resolved here: Ultralytics' Model.train would otherwise fill in its own default, coco8.yaml
             args["data"] = resolve_data(args.get("data"))
-        model = args.pop("model", None) or "yolov8n.yaml"
+        model = resolve_model(args.pop("model", None) or "yolov8n.yaml")
         YOLO(model).train(trainer=PartialDetectionTrainer, **args)
         return
     model = args.pop("model", None)

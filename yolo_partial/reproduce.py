@@ -136,6 +136,7 @@ def train_row(sweep: Path, slug: str, settings: dict[str, Any]) -> Path:
     """Train one row into sweep/slug (resuming an interrupted one) -> its best.pt."""
     from ultralytics import YOLO
 
+    from .models import resolve_model
     from .trainer import PartialDetectionTrainer
 
     run_dir = sweep / slug
@@ -145,7 +146,8 @@ def train_row(sweep: Path, slug: str, settings: dict[str, Any]) -> Path:
         YOLO(str(last)).train(trainer=PartialDetectionTrainer, resume=True)
     else:
         kw = {k: v for k, v in settings.items() if k != "model"}
-        YOLO(settings["model"]).train(trainer=PartialDetectionTrainer, project=str(sweep), name=slug, exist_ok=True, **kw)
+        yolo = YOLO(resolve_model(settings["model"]))  # shipped model YAMLs (yolov5n-obj.yaml) by name
+        yolo.train(trainer=PartialDetectionTrainer, project=str(sweep), name=slug, exist_ok=True, **kw)
     return run_dir / "weights" / "best.pt"
 
 

@@ -18,6 +18,7 @@ from .hidden import load_manifest
 from .hidden_labels import attach_hidden_boxes, manifest_path, split_hidden
 from .keys import FORK_DEFAULTS, FORK_KEYS, check_fork_args, coerce
 from .losses import add_jittered_view, partial_criterion
+from .models import resolve_model
 from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
 from .offline import install_offline_guards
 
@@ -109,6 +110,10 @@ class PartialDetectionTrainer(DetectionTrainer):
         if mode == "train" and self.args.comining and (path := manifest_path(self.args.data)):
             attach_hidden_boxes(dataset, load_manifest(path))
         return dataset
+
+    def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        """Build the detection model, finding yolo-partial's shipped model YAMLs by name (e.g. yolov5n-obj.yaml)."""
+        return super().get_model(resolve_model(cfg), weights, verbose)
 
     def get_validator(self):
         """Return a DetectionValidator given only Ultralytics' own keys (its cfg check rejects others)."""

@@ -15,6 +15,7 @@ from ultralytics.utils.tal import make_anchors
 
 from ..hidden_labels import manifest_path
 from ..keys import fork_args
+from ..models import ObjectnessDetect
 from .bpr import BoxPredictionRebalancing
 from .brl import BackgroundRecalibration
 from .comining import CoMiningLoss
@@ -152,6 +153,10 @@ class PartialDetectionLoss(v8DetectionLoss):
 def partial_criterion(model: torch.nn.Module):
     """The partial loss for `model`'s head: E2ELoss around it for end-to-end heads (YOLO26), else the loss itself;
     wrapped in CoMiningLoss when `comining` is on (pseudo_hit logged when the data YAML names a hidden-box manifest)."""
+    if isinstance(model.model[-1], ObjectnessDetect):  # YOLOv5's anchor-based head has its own loss
+        from .objectness import ObjectnessDetectionLoss  # deferred: that module builds on best_gt_iou above
+
+        return ObjectnessDetectionLoss(model)
     if getattr(model.model[-1], "one2one_cv2", None) is not None:
         base = E2ELoss(model, loss_fn=PartialDetectionLoss)
     else:
