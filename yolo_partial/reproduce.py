@@ -183,10 +183,11 @@ def write_table(sweep: Path, name: str, table: Table, rows: list[dict[str, Any]]
         records.append(rec)
     df = pd.DataFrame.from_records(records).dropna(axis=1, how="all")
     write_text_atomic(sweep / "table.csv", df.to_csv(index=False))
+    text = df.astype({table.knob: str}).to_markdown(index=False, floatfmt=".1f")  # knob as given: 0.75, not 0.8
     md = f"# reproduce table={name}\n\nmAP in percent; paper figures: {table.paper}.\n\n"
-    write_text_atomic(sweep / "table.md", md + df.to_markdown(index=False, floatfmt=".1f") + "\n")
+    write_text_atomic(sweep / "table.md", md + text + "\n")
     plot_table(df, table.knob, sweep / "table.png")
-    LOGGER.info(f"\n{df.to_markdown(index=False, floatfmt='.1f')}\nreproduce: results saved to {sweep}")
+    LOGGER.info(f"\n{text}\nreproduce: results saved to {sweep}")
     return sweep
 
 

@@ -28,7 +28,8 @@ class PartialDetectionTrainer(DetectionTrainer):
 
     The fork's defaults are merged into the base cfg here, so every construction path accepts fork keys: Python
     overrides, the CLI, and Ultralytics' DDP worker (which rebuilds the trainer from the plain default cfg plus the
-    saved args). The model stays a stock DetectionModel, so checkpoints load in stock Ultralytics.
+    saved args). The model stays a stock DetectionModel, so checkpoints load in stock Ultralytics (except the
+    YOLOv5-objectness models, whose head is yolo-partial's own: see yolo_partial/models).
 
     With `comining=True` every training batch gets a colour-jittered copy of its images appended (one forward pass sees
     both views) and, when the data YAML names a hidden-box manifest, the training dataset carries the hidden boxes
