@@ -168,7 +168,7 @@ def evaluate(best: Path, train: dict[str, Any]) -> dict[str, float]:
     manifest = find_manifest(data)
     if manifest is not None:
         r = hidden_recall(YOLO(str(best)), load_manifest(manifest), **kw)
-        out["hidden recall"], out["hidden score"] = 100 * r["hidden_recall"], r["hidden_score"]
+        out["hidden recall"], out["hidden score"] = 100 * r["hidden_recall"], 100 * r["hidden_score"]
     return out
 
 
@@ -183,8 +183,10 @@ def write_table(sweep: Path, name: str, table: Table, rows: list[dict[str, Any]]
         records.append(rec)
     df = pd.DataFrame.from_records(records).dropna(axis=1, how="all")
     write_text_atomic(sweep / "table.csv", df.to_csv(index=False))
-    text = df.astype({table.knob: str}).to_markdown(index=False, floatfmt=".1f")  # knob as given: 0.75, not 0.8
-    md = f"# reproduce table={name}\n\nmAP in percent; paper figures: {table.paper}.\n\n"
+    shown = df.map(lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:.1f}" if isinstance(v, float) else v)
+    shown[table.knob] = df[table.knob].map(str)  # the knob as given: 0.75, not 0.8
+    text = shown.to_markdown(index=False, disable_numparse=True)
+    md = f"# reproduce table={name}\n\nmAP, hidden recall and hidden score in percent; paper figures: {table.paper}.\n\n"
     write_text_atomic(sweep / "table.md", md + text + "\n")
     plot_table(df, table.knob, sweep / "table.png")
     LOGGER.info(f"\n{text}\nreproduce: results saved to {sweep}")
