@@ -20,7 +20,7 @@ class NonFiniteLossError(PartialConfigError):
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is True on any DDP rank, so every rank takes the same skip decision (plain value without DDP)."""
+    """True when `flag` is True on any DDP rank, so that every rank takes the same skip decision (flag without DDP)."""
     if not (dist.is_available() and dist.is_initialized()):
         return flag
     t = torch.tensor(float(flag), device=device)

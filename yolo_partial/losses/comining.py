@@ -140,7 +140,8 @@ def _with_pseudo(gt: dict[str, torch.Tensor], pseudo: dict[str, torch.Tensor]) -
 
 
 class CoMiningLoss:
-    """Co-mining around a detection criterion: loss(original, GT + pseudo from copy) + loss(copy, GT + pseudo from original).
+    """Co-mining around a detection criterion: loss(original, GT + pseudo from copy) + loss(copy, GT + pseudo from
+    original).
 
     Each view keeps the base criterion's normalisation for B images, so the result is the sum of two stock-scaled
     losses, as in the paper. Items: the two views' base items averaged, then `pseudo_n` (pseudo boxes added per image
@@ -163,7 +164,7 @@ class CoMiningLoss:
         self.decoder = base.one2one if self.branch else base
 
     def update(self) -> None:
-        """Advance the base criterion's per-epoch schedule (E2ELoss's branch weights), as the trainer does each epoch."""
+        """Advance the base criterion's per-epoch schedule (E2ELoss's branch weights), called by the trainer."""
         if hasattr(self.base, "update"):
             self.base.update()
 
