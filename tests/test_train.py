@@ -207,6 +207,8 @@ def test_comining_trains_logs_and_stays_stock_loadable(comining_run):
     trainer, data = comining_run
     df = pd.read_csv(trainer.csv)
     assert df["train/pseudo_n"].iloc[0] > 0 and 0 <= df["train/pseudo_hit"].iloc[0] <= df["train/pseudo_n"].iloc[0]
+    share = df["train/pseudo_hit"].iloc[0] / df["train/pseudo_n"].iloc[0]
+    assert df["train/pseudo_share"].iloc[0] == pytest.approx(share, rel=1e-4)  # results.csv rounds to 5 digits
     assert df["val/pseudo_n"].iloc[0] == 0 and df["train/nonfinite_skipped"].iloc[0] == 0
     assert isinstance(trainer.model.criterion, CoMiningLoss) and trainer.model.criterion.hidden
     dataset = trainer.train_loader.dataset

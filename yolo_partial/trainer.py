@@ -98,8 +98,13 @@ class PartialDetectionTrainer(DetectionTrainer):
         self.guard.pending = False
 
     def save_metrics(self, metrics):
-        """Write the results.csv row with the epoch's count of skipped non-finite batches and steps."""
-        super().save_metrics({**metrics, SKIPPED_COLUMN: self.guard.skipped})
+        """Write the results.csv row with the epoch's count of skipped non-finite batches and steps, and with
+        Co-mining's share of pseudo boxes that match a hidden box (a ratio of the epoch means, not a mean of ratios)."""
+        extra = {SKIPPED_COLUMN: self.guard.skipped}
+        if "train/pseudo_hit" in metrics:
+            n = float(metrics["train/pseudo_n"])
+            extra["train/pseudo_share"] = float(metrics["train/pseudo_hit"]) / n if n > 0 else 0.0
+        super().save_metrics({**metrics, **extra})
 
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
         """Build the YOLO dataset, stopping with the file named if Ultralytics rejected any image or label file.
