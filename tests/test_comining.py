@@ -558,3 +558,17 @@ def test_nonfinite_patience_stops_with_last_good_checkpoint(aquarium_small, tmp_
     from ultralytics import YOLO as Stock
 
     assert Stock(last).ckpt["epoch"] == 0
+
+
+@pytest.mark.parametrize("yaml", ["yolo11n.yaml", "yolov5nu.yaml"])
+def test_other_anchor_free_heads_train_with_comining(yaml):
+    """YOLO11 and YOLOv5u: a real two-view forward pass gives a finite loss, gradients and the fixed key set."""
+    torch.manual_seed(0)
+    model = DetectionModel(yaml.replace("yolov5nu", "yolov5n"), nc=NC, verbose=False).train()
+    crit = _crit(model, comining=True, cm_score=1e-4)  # the untrained model scores ~1e-3: its boxes become pseudo labels
+    batch = add_jittered_view({"img": torch.rand(1, 3, IMGSZ, IMGSZ), **{k: v.clone() for k, v in GT.items()},
+                               "im_file": ("a.jpg",)})  # fmt: skip
+    loss, items = crit(model(batch["img"]), batch)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and list(items) == ["box_loss", "cls_loss", "dfl_loss", "pseudo_n"]
+    assert items["pseudo_n"] > 0 and all(p.grad is not None for p in model.model[-1].parameters() if p.requires_grad)
