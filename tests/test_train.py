@@ -163,6 +163,43 @@ def test_ddp_worker_construction_path(bpr_run, tmp_path):
     assert torch.isfinite(worker.loss)
 
 
+def test_ddp_worker_file_generated_by_ultralytics(bpr_run, tmp_path):
+    """Ultralytics' own DDP worker file, run as a single CPU worker: the trainer class, args, model and callbacks go
+    through cloudpickle, the trainer is rebuilt from the plain default cfg with the saved args as overrides, and it
+    trains with the partial loss; a callback added before launch runs in the worker."""
+    import json
+    from copy import copy
+
+    from ultralytics.utils.dist import generate_ddp_file
+
+    trainer, _ = bpr_run
+    launcher = copy(trainer)  # what Model.train hands to the DDP launcher: fresh model, run args, callbacks
+    launcher.args = copy(trainer.args)
+    vars(launcher.args).update(save_dir=str(tmp_path / "ddp"), epochs=1, resume=False)
+    launcher.model = trainer.get_model(cfg=trainer.args.model, verbose=False)
+    report = tmp_path / "worker.json"
+
+    def on_train_end(t):  # defined here, so cloudpickle ships it by value
+        crit = t.model.criterion
+        report.write_text(json.dumps({"criterion": type(crit).__name__, "drop_obj": crit.bpr.drop_obj,
+                                      "drop_box": crit.bpr.drop_box, "pid": os.getpid()}))  # fmt: skip
+
+    launcher.callbacks = {k: [*v, on_train_end] if k == "on_train_end" else list(v) for k, v in trainer.callbacks.items()}
+    worker = Path(generate_ddp_file(launcher))
+    try:
+        r = subprocess.run([sys.executable, str(worker)], capture_output=True, text=True, timeout=300)
+    finally:
+        worker.unlink()
+        worker.with_suffix(".pt").unlink()
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = json.loads(report.read_text())
+    assert seen["pid"] != os.getpid() and seen["criterion"] == "PartialDetectionLoss"
+    assert (seen["drop_obj"], seen["drop_box"]) == (0.75, 0.25)
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "ddp" / "results.csv")["train/obj_drop"].iloc[0] > 0
+
+
 def test_all_methods_compose_in_training(aquarium_small, tmp_path):
     """BRL + SCB + BPR together train end to end on the end-to-end head and log their counts."""
     import pandas as pd

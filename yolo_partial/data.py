@@ -25,6 +25,8 @@ def load_yaml(path: str | Path, what: str = "YAML") -> dict[str, Any]:
         raise PartialDataError(f"{what} not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:  # e.g. no read permission
+        raise PartialDataError(f"{p}: cannot read {what} ({e.strerror or e}): expected a readable file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -69,9 +71,16 @@ def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
 
 
 def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
-    """Raise a one-line error when the data YAML lacks names or a train/val image source does not exist."""
+    """Raise a one-line error when the data YAML's class list is missing, empty or disagrees with its nc, or a train/val
+    image source does not exist."""
     if "names" not in cfg and "nc" not in cfg:
         raise PartialDataError(f"{yaml_path}: missing 'names': expected a class list or an index: name mapping")
+    if "names" in cfg and not cfg["names"]:  # Ultralytics would stop with a traceback
+        raise PartialDataError(f"{yaml_path}: 'names' is empty: expected at least one class")
+    if "names" in cfg and "nc" in cfg and cfg["nc"] != len(cfg["names"]):
+        raise PartialDataError(
+            f"{yaml_path}: nc: {cfg['nc']} but 'names' lists {len(cfg['names'])} classes: expected them to agree "
+            f"(or no nc)")
     root = dataset_root(yaml_path, cfg)
     for split in ("train", "val"):
         if split not in cfg:
@@ -105,10 +114,62 @@ def check_dropped_labels(dataset) -> None:
     more = f" ({len(dropped) - 1} more files rejected)" if len(dropped) > 1 else ""
     problem = label_problem(Path(lb_file), nc) if Path(lb_file).is_file() else None
     if problem:
-        raise PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT}{more}")
-    msg = verify_image_label((im_file, lb_file, "", False, nc, 0, 0, dataset.single_cls))[-1]
-    reason = msg.split("ignoring corrupt image/label: ", 1)[-1].strip()
+        yaml_file = dataset.data.get("yaml_file")
+        src = f" from {yaml_file}" if yaml_file else ""  # a class beyond nc may be the YAML's fault, not the label's
+        raise PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT} (nc={nc}{src}){more}")
+    reason = image_problem(im_file)
+    if reason is None:  # the image decodes: Ultralytics rejected it for another reason (e.g. smaller than 10 px)
+        msg = verify_image_label((im_file, lb_file, "", False, nc, 0, 0, dataset.single_cls))[-1]
+        reason = msg.split("ignoring corrupt image/label: ", 1)[-1].strip()
     raise PartialDataError(f"{im_file}: rejected image: {reason}{more}")
+
+
+def image_problem(im_file: str) -> str | None:
+    """Why Pillow cannot decode an image file, or None when it can.
+
+    Ultralytics' own message for an unidentifiable file names the HEIF plugin it tried as a fallback, not the file's
+    problem, so the reason is worked out here.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if Path(im_file).stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(im_file) as im:
+            im.load()
+    except (UnidentifiedImageError, ImportError):  # ImportError: Ultralytics' HEIF fallback is not installed
+        return "not an image format Pillow recognises (corrupt header, or not an image)"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"corrupt image data ({e})"
+    return None
+
+
+def drop_zero_area_boxes(dataset) -> int:
+    """Remove label boxes with zero width or height from a built dataset, with one warning counting them -> count.
+
+    Such a box covers no pixel: no anchor can be assigned to it, Ultralytics' augmentation discards it, and in
+    validation it is a ground truth nobody can match. It usually comes from rounding a tiny box when converting
+    labels, so it is dropped rather than stopping the run over the rest of a scarce partially labelled file: the
+    object simply counts as unlabelled, which the partial-label methods are built for.
+    """
+    from ultralytics.data.utils import img2label_paths
+
+    dropped, files, first = 0, 0, None
+    for lb in dataset.labels:
+        keep = (lb["bboxes"][:, 2] > 0) & (lb["bboxes"][:, 3] > 0)
+        if keep.all():
+            continue
+        dropped, files = dropped + int((~keep).sum()), files + 1
+        first = first or img2label_paths([lb["im_file"]])[0]
+        lb["bboxes"], lb["cls"] = lb["bboxes"][keep], lb["cls"][keep]
+        if len(lb.get("segments") or ()) == len(keep):
+            lb["segments"] = [s for s, k in zip(lb["segments"], keep) if k]
+    if dropped:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(f"{dropped} zero-area label boxes (width or height 0) in {files} label files ignored, the objects "
+                       f"count as unlabelled; first in {first}")
+    return dropped
 
 
 def label_problem(lb_file: Path, nc: int) -> str | None:

@@ -3,7 +3,11 @@ two-view batches and a per-batch non-finite loss guard."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from copy import copy
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,10 +17,10 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .data import check_dropped_labels, resolve_data
+from .data import check_dropped_labels, drop_zero_area_boxes, resolve_data
 from .hidden import load_manifest
 from .hidden_labels import attach_hidden_boxes, manifest_path, split_hidden
-from .keys import FORK_DEFAULTS, FORK_KEYS, check_fork_args, coerce
+from .keys import FORK_DEFAULTS, FORK_KEYS, PartialConfigError, check_fork_args, coerce
 from .losses import add_jittered_view, partial_criterion
 from .models import resolve_model
 from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
@@ -35,6 +39,7 @@ class PartialDetectionTrainer(DetectionTrainer):
     both views) and, when the data YAML names a hidden-box manifest, the training dataset carries the hidden boxes
     through augmentation for the `pseudo_hit` item. For every method, a batch whose loss is not finite is skipped
     (no gradient, optimizer step or EMA update) and counted in results.csv; `nan_patience` in a row stop training.
+    Checkpoints are replaced atomically: a run killed while writing one leaves the previous last.pt/best.pt intact.
 
     Examples:
         >>> from ultralytics import YOLO
@@ -48,7 +53,16 @@ class PartialDetectionTrainer(DetectionTrainer):
             overrides[k] = coerce(k, overrides[k])
         if not overrides.get("resume"):
             overrides["data"] = resolve_data(overrides.get("data"))
-        super().__init__({**FORK_DEFAULTS, **cfg2dict(cfg)}, overrides, _callbacks)
+        try:
+            super().__init__({**FORK_DEFAULTS, **cfg2dict(cfg)}, overrides, _callbacks)
+        except OSError as e:
+            # Ultralytics creates the run folder between setting save_dir and the checkpoint paths: only a failure
+            # there is the user's unwritable project folder, anything else keeps its traceback
+            if "save_dir" not in self.__dict__ or "last" in self.__dict__:
+                raise
+            raise PartialConfigError(
+                f"cannot create the run folder {self.save_dir} ({e.strerror or e}): expected project= to name a "
+                f"writable folder") from None
         for k, v in check_fork_args(vars(self.args)).items():  # resume restores the args of the checkpoint
             setattr(self.args, k, v)
         self.guard = NonFiniteGuard(self.args.nan_patience)
@@ -113,9 +127,43 @@ class PartialDetectionTrainer(DetectionTrainer):
         """
         dataset = super().build_dataset(img_path, mode, batch)
         check_dropped_labels(dataset)
+        drop_zero_area_boxes(dataset)
         if mode == "train" and self.args.comining and (path := manifest_path(self.args.data)):
             attach_hidden_boxes(dataset, load_manifest(path))
         return dataset
+
+    def save_model(self):
+        """Ultralytics' checkpoint writes (last.pt, best.pt, epochN.pt), each made atomic.
+
+        Ultralytics writes the files in place, so a process killed mid-write would leave a truncated last.pt and nothing
+        to resume from. Here it writes them into a hidden temporary folder inside weights/ (same filesystem; hidden, so
+        `resume=True`'s search for the latest last*.pt never finds a partial file there), then each is moved over its
+        final name with os.replace. Swapping the three paths that Ultralytics derives the file names from is less
+        fragile than wrapping the byte writes: it holds however Ultralytics serialises the checkpoint.
+        """
+        wdir, last, best = self.wdir, self.last, self.best
+        tmp = wdir / f".saving-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier killed process that had our pid
+        self.wdir, self.last, self.best = tmp, tmp / last.name, tmp / best.name
+        try:
+            saved = super().save_model()
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, wdir / f.name)
+        finally:
+            self.wdir, self.last, self.best = wdir, last, best
+            shutil.rmtree(tmp, ignore_errors=True)
+        return saved
+
+    def final_eval(self):
+        """Ultralytics' final evaluation, with its in-place rewrite of last.pt/best.pt (strip_optimizer) made atomic."""
+        import ultralytics.engine.trainer as engine
+
+        strip = engine.strip_optimizer
+        engine.strip_optimizer = partial(_strip_atomic, strip)
+        try:
+            super().final_eval()
+        finally:
+            engine.strip_optimizer = strip
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
         """Build the detection model, finding yolo-partial's shipped model YAMLs by name (e.g. yolov5n-obj.yaml)."""
@@ -152,4 +200,15 @@ class PartialDetectionTrainer(DetectionTrainer):
             self.ema.ema.criterion = partial_criterion(self.ema.ema)
 
 
-
+def _strip_atomic(strip, f, s: str = "", updates: dict | None = None) -> dict:
+    """Call Ultralytics' strip_optimizer writing into a temporary sibling file, then move it over the destination: its
+    torch.save overwrites the checkpoint in place, which a kill would leave truncated."""
+    dst = Path(s or f)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        ckpt = strip(f, str(tmp), updates)
+        if ckpt:  # an empty dict: not a checkpoint, nothing was written
+            os.replace(tmp, dst)
+        return ckpt
+    finally:
+        tmp.unlink(missing_ok=True)
