@@ -203,3 +203,14 @@ def test_jpeg_without_end_marker_is_restored_by_ultralytics(repairable_run):
     assert any(f"{images[4]}: corrupt JPEG restored and saved" in m for m in messages)
     assert images[4].read_bytes()[-2:] == b"\xff\xd9"
     assert str(images[4]) in trainer.train_loader.dataset.im_files
+
+
+def test_val_into_an_unwritable_folder_is_a_one_line_error(aquarium_small, tmp_path, capsys):
+    from ultralytics import YOLO
+
+    model = tmp_path / "m.pt"
+    YOLO("yolov8n.yaml").save(model)
+    (tmp_path / "file").write_text("")
+    line = one_line_error(capsys, "val", f"model={model}", f"data={aquarium_small}", "imgsz=64",
+                          f"project={tmp_path / 'file' / 'runs'}")  # fmt: skip
+    assert line.startswith("yolo-partial val: error: ") and "Not a directory" in line

@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     except PartialConfigError as e:
         print(f"yolo-partial {mode}: error: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:  # e.g. model=missing.pt
-        print(f"yolo-partial {mode}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+    except OSError as e:  # e.g. model=missing.pt, or a project= folder that cannot be written
+        print(f"yolo-partial {mode}: error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
         return 2
     return 0
 
