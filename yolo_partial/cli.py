@@ -14,15 +14,15 @@ DATA_MODES = ("split", "convert", "download")  # dataset tools: their own keys, 
 USAGE = """Usage: yolo-partial MODE [cfg=FILE.yaml] [key=value ...]
 
 Modes:
-  train    train a detector; data= defaults to the embedded partially labelled 'shapes' dataset
-  val      validate a checkpoint:          yolo-partial val model=runs/detect/train/weights/best.pt data=...
-  predict  run inference:                  yolo-partial predict model=best.pt source=images/
-  export   export a checkpoint:             yolo-partial export model=best.pt format=onnx
-  split    make a partially labelled copy:  yolo-partial split data=X.yaml mode=easy|hard|extreme|miss50|keep [ratio=r] seed=0 [out=DIR]
-  convert  convert a dataset to YOLO format: yolo-partial convert dusia|voc|coco key=value ... (see 'yolo-partial convert help')
-  reproduce sweep one method knob and tabulate: yolo-partial reproduce table=dusia-box|dusia-obj|brl-t|brl-weight|comining [data=...] [values=0,0.25] [train keys]
-  download fetch a shipped dataset:        yolo-partial download data=data/voc-hard.yaml  (the only command using the network)
-  help     print this message
+  train      train a detector; data= defaults to the embedded partially labelled 'shapes' dataset
+  val        validate a checkpoint:      yolo-partial val model=runs/detect/train/weights/best.pt data=... [hidden=True]
+  predict    run inference:              yolo-partial predict model=best.pt source=images/
+  export     export a checkpoint:        yolo-partial export model=best.pt format=onnx
+  split      partially labelled copy:    yolo-partial split data=X.yaml mode=easy|hard|extreme|miss50|keep [ratio=r] seed=0 [out=DIR]
+  convert    convert to YOLO format:     yolo-partial convert dusia|voc|coco key=value ...  (see 'yolo-partial convert help')
+  download   fetch a shipped dataset:    yolo-partial download data=data/voc-hard.yaml  (the only command using the network)
+  reproduce  sweep one knob, tabulate:   yolo-partial reproduce table=dusia-box|dusia-obj|brl-t|brl-weight|comining [data=...] [values=0,0.25]
+  help       print this message
 
 Every Ultralytics key is accepted (https://docs.ultralytics.com/usage/cfg/). cfg= names a YAML file holding any
 mix of Ultralytics keys and the keys below; keys on the command line win. Training keys of yolo-partial:
