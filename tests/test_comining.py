@@ -21,7 +21,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from yolo_partial import PartialDetectionTrainer, shapes
 from yolo_partial.hidden_labels import HIDDEN_CLS, HiddenBoxesDataset
 from yolo_partial.keys import FORK_DEFAULTS, PartialConfigError
-from yolo_partial.losses import CoMiningLoss, PartialDetectionLoss, add_jittered_view, color_jitter, partial_criterion
+from yolo_partial.losses import CoMiningLoss, add_jittered_view, color_jitter, partial_criterion
 from yolo_partial.losses.comining import VIEWS, pseudo_labels
 from yolo_partial.nonfinite import SKIPPED_COLUMN, NonFiniteGuard, NonFiniteLossError
 

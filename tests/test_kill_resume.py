@@ -1,7 +1,6 @@
 """A training process killed hard (SIGKILL) resumes from its last checkpoint with the fork keys and the partial loss;
 a process that dies while writing a checkpoint leaves the previous one intact."""
 
-import os
 import signal
 import subprocess
 import sys
