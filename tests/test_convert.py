@@ -403,7 +403,7 @@ def test_coco_labels_counts_and_crowd_option(tmp_path):
                 "repeated ids": 1}  # fmt: skip
     assert {k: s[k] for k in expected} == expected and s["split"] == "val2017"
     data = yaml.safe_load((out / "data.yaml").read_text())
-    assert data == {"val": "images/val2017", "names": {0: "person", 1: "car", 2: "toothbrush"}}
+    assert data == {"val": "images/val2017", "nc": 3, "names": {0: "person", 1: "car", 2: "toothbrush"}}
     s = convert_coco(ann, tmp_path / "val2017", out, crowd="keep")
     assert (s["crowd skipped"], s["crowd kept"], s["boxes"]) == (0, 1, 4)
     assert (out / "labels/val2017/a.txt").read_text().splitlines()[2] == "1 0.250000 0.250000 0.500000 0.500000"

@@ -42,7 +42,7 @@ def test_layout_and_yaml(root):
     partial = root / "partial.yaml"
     assert partial.read_text().startswith(f'path: "{root / "partial"}"')
     assert f'path: "{root / "full"}"' in (root / "full.yaml").read_text()
-    assert "hidden: ../hidden.json\n" in partial.read_text() and "hidden:" not in (root / "full.yaml").read_text()
+    assert 'hidden: "../hidden.json"\n' in partial.read_text() and "hidden:" not in (root / "full.yaml").read_text()
     for variant in shapes.VARIANTS:
         for split, n in (("train", N_TRAIN), ("val", N_VAL)):
             assert len(list((root / variant / "images" / split).glob("*.jpg"))) == n

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -58,6 +59,17 @@ def resolve_data(data: str | None) -> str:
         raise PartialDataError(f"{path}: unknown generator '{cfg['generator']}': expected 'shapes'")
     check_image_sources(path, cfg)
     return str(path)
+
+
+def data_yaml_text(fields: dict[str, Any], names: Sequence[str] | dict[int, str], header: str = "") -> str:
+    """Ultralytics data YAML text: optional `# ` comment lines, `fields` (path, train, val, ...), nc and names.
+
+    Values are written as JSON, which is valid YAML whatever characters a path or class name holds.
+    """
+    names = names if isinstance(names, dict) else dict(enumerate(names))
+    lines = [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in fields.items()]
+    lines += [f"nc: {len(names)}", "names:", *(f"  {i}: {json.dumps(n, ensure_ascii=False)}" for i, n in names.items())]
+    return header + "\n".join(lines) + "\n"
 
 
 def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:

@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .data import data_yaml_text
+
 SHAPES_VERSION = 2  # 2: manifest "root" field and the partial YAML's hidden: key
 CLASS_SPECS = (  # (colour, shape): each colour is used by two classes and each shape by two classes
     ("red", "circle"),
@@ -214,10 +216,8 @@ def _data_yaml(dataset_dir: Path, hidden: bool) -> str:
     `hidden:` names the manifest of unlabelled objects for hidden-object recall; like train and val, it is relative
     to the dataset folder `path`.
     """
-    # json.dumps yields double-quoted strings, which are valid YAML whatever characters the path holds.
-    names = "".join(f"  {i}: {json.dumps(name)}\n" for i, name in enumerate(CLASS_NAMES))
-    return (f"path: {json.dumps(str(dataset_dir))}\ntrain: images/train\nval: images/val\n"
-            + ("hidden: ../hidden.json\n" if hidden else "") + f"nc: {len(CLASS_NAMES)}\nnames:\n{names}")
+    fields = {"path": str(dataset_dir), "train": "images/train", "val": "images/val"}
+    return data_yaml_text({**fields, "hidden": "../hidden.json"} if hidden else fields, CLASS_NAMES)
 
 
 def _params(n_train: int, n_val: int, imgsz: int, seed: int, label_prob: float) -> dict:

@@ -45,7 +45,8 @@ import numpy as np
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import LOGGER, TQDM
 
-from .data import LABEL_FORMAT, PartialDataError, check_image_sources, dataset_root, label_problem, load_yaml
+from .data import (LABEL_FORMAT, PartialDataError, check_image_sources, data_yaml_text, dataset_root, label_problem,
+                   load_yaml)
 from .fileio import atomic_dir, link_image
 from .keys import check_known_keys
 from .shapes import MANIFEST_FORMAT
@@ -388,15 +389,11 @@ def eval_sources(cfg: dict[str, Any], root: Path) -> dict[str, str | list[str]]:
 
 def data_yaml(out: Path, train: str | list[str], evals: dict[str, Any], names: dict[int, str],
               header: dict[str, Any]) -> str:
-    """The split's data YAML text; JSON strings and lists are valid YAML whatever characters paths hold."""
+    """The split's data YAML text, with a comment saying what was split and how."""
     tag = f"keep ratio={header['ratio']:g}" if header["mode"] == "keep" else header["mode"]
-    lines = [f"# yolo-partial split of {json.dumps(header['source'])}: {tag} seed={header['seed']}",
-             "# Train labels are partial (removed boxes are listed in hidden.json); val/test are the source's.",
-             f"path: {json.dumps(str(out))}", f"train: {json.dumps(train)}"]
-    lines += [f"{k}: {json.dumps(v)}" for k, v in evals.items()]
-    lines += ["hidden: hidden.json", f"nc: {len(names)}", "names:"]
-    lines += [f"  {i}: {json.dumps(name)}" for i, name in names.items()]
-    return "\n".join(lines) + "\n"
+    comment = (f"# yolo-partial split of {json.dumps(header['source'])}: {tag} seed={header['seed']}\n"
+               "# Train labels are partial (removed boxes are listed in hidden.json); val/test are the source's.\n")
+    return data_yaml_text({"path": str(out), "train": train, **evals, "hidden": "hidden.json"}, names, comment)
 
 
 def log_summary(out: Path, header: dict[str, Any], n_bare: int) -> None:

@@ -7,10 +7,7 @@ works wherever it lies) through `fileio.atomic_dir`: a failed run leaves no outp
 from __future__ import annotations
 
 from importlib import import_module
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ..data import PartialDataError
 
@@ -67,12 +64,6 @@ def yolo_line(cls: int, box: tuple[float, float, float, float], size: tuple[floa
     if bw <= 0 or bh <= 0:
         return None
     return f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {bw:.6f} {bh:.6f}"
-
-
-def write_data_yaml(path: Path, splits: dict[str, str], names: list[str], header: str = "") -> None:
-    """Write a data YAML with split image folders `splits` ({'train': 'images/train', ...}) and an index: name map."""
-    body = yaml.safe_dump({**splits, "names": dict(enumerate(names))}, sort_keys=False, allow_unicode=True)
-    path.write_text(header + body, encoding="utf-8")
 
 
 def format_table(rows: dict[str, dict[str, Any]], columns: list[str]) -> str:

@@ -17,9 +17,9 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..data import PartialDataError, load_yaml
+from ..data import PartialDataError, data_yaml_text, load_yaml
 from ..fileio import MARKER, atomic_dir, link_image
-from . import format_table, write_data_yaml, yolo_line
+from . import format_table, yolo_line
 
 CROWD = ("skip", "keep")
 COUNTS = (
@@ -200,7 +200,8 @@ def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, c
             stats.update(images=1, boxes=len(lines), empty=not lines)
         splits = sorted([*others, split])
         roles = split_roles(splits)
-        write_data_yaml(tmp / "data.yaml", roles, names, "# COCO converted by yolo-partial\n")
+        yaml_text = data_yaml_text(roles, names, "# COCO converted by yolo-partial\n")
+        (tmp / "data.yaml").write_text(yaml_text, encoding="utf-8")
     stats["missing images"] = len(missing)
     summary = {"split": split, **{k: stats[k] for k in COUNTS}, "splits": splits}
     if missing:

@@ -18,9 +18,9 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..data import PartialDataError
+from ..data import PartialDataError, data_yaml_text
 from ..fileio import atomic_dir
-from . import format_table, write_data_yaml, yolo_line
+from . import format_table, yolo_line
 
 CLASSES = (  # the 10 detection classes, in this (alphabetical) order of class ids; labels match case-insensitively
     "basket star",
@@ -239,7 +239,8 @@ def convert_dusia(
             for split, rows in pending.items():
                 (tmp / "to_extract" / f"{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
         header = "# DUSIA converted by yolo-partial: frames cropped to their bottom half (SPEC section 5)\n"
-        write_data_yaml(tmp / "data.yaml", {s: f"images/{s}" for s in LISTS}, list(CLASSES), header)
+        yaml_text = data_yaml_text({s: f"images/{s}" for s in LISTS}, CLASSES, header)
+        (tmp / "data.yaml").write_text(yaml_text, encoding="utf-8")
     summary = {
         "out": str(Path(out).absolute()),
         "splits": {s: summarise(stats[s]) for s in LISTS},

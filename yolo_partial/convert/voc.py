@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from ..data import PartialDataError
+from ..data import PartialDataError, data_yaml_text
 from ..fileio import atomic_dir, link_image
-from . import format_table, write_data_yaml, yolo_line
+from . import format_table, yolo_line
 
 CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -137,7 +137,8 @@ def convert_voc(root: str | Path, out: str | Path) -> dict:
                     f"root={root}: no {split} image found{first}: expected JPEGImages/<id>.jpg per listed id"
                 )
         splits = {"train": "images/train", "val": "images/test", "test": "images/test"}  # VOC has no separate val
-        write_data_yaml(tmp / "data.yaml", splits, list(CLASSES), "# PASCAL VOC converted by yolo-partial\n")
+        yaml_text = data_yaml_text(splits, CLASSES, "# PASCAL VOC converted by yolo-partial\n")
+        (tmp / "data.yaml").write_text(yaml_text, encoding="utf-8")
     summary = {
         s: {
             "sources": [f"VOC{y} {n}" for y, n in sources[s]],
