@@ -46,7 +46,7 @@ def parse_pairs(tokens: list[str], bool_keys: set[str]) -> dict[str, Any]:
     """Parse `key=value` tokens (values typed like Ultralytics' CLI); a bare boolean key means True."""
     from ultralytics.cfg import smart_value
 
-    from .keys import PartialConfigError
+    from .errors import PartialConfigError
 
     args: dict[str, Any] = {}
     for tok in tokens:
@@ -76,7 +76,8 @@ def build_args(mode: str, tokens: list[str]) -> dict[str, Any]:
     from ultralytics.utils import DEFAULT_CFG_DICT
 
     from .data import load_yaml
-    from .keys import FORK_KEYS, PartialConfigError, check_known_keys, coerce
+    from .errors import PartialConfigError
+    from .keys import FORK_KEYS, check_known_keys, coerce
 
     fork = set(FORK_KEYS) if mode in {"train", "reproduce"} else set()
     extra = {"val": {"hidden"}, "reproduce": {"table", "values"}}.get(mode, set())  # checked by their own code
@@ -106,7 +107,7 @@ def run(mode: str, args: dict[str, Any]) -> None:
     from ultralytics import YOLO
 
     from .data import resolve_data
-    from .keys import PartialConfigError
+    from .errors import PartialConfigError
     from .models import resolve_model
     from .trainer import PartialDetectionTrainer
 
@@ -154,7 +155,7 @@ def report_hidden(yolo, hidden: Any, args: dict[str, Any], save_dir: Path) -> No
     from .data import resolve_data
     from .fileio import write_text_atomic
     from .hidden import find_manifest, format_recall, hidden_recall, load_manifest
-    from .keys import PartialConfigError
+    from .errors import PartialConfigError
 
     if hidden is True:
         data = args.get("data") or yolo.overrides.get("data") or yolo.ckpt.get("train_args", {}).get("data")
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     mode = argv[0]
-    from .keys import PartialConfigError
+    from .errors import PartialError
 
     if mode not in MODES + DATA_MODES:
         modes = "|".join(MODES + DATA_MODES)
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             run_data_tool(mode, argv[1:])
         else:
             run(mode, build_args(mode, argv[1:]))
-    except PartialConfigError as e:
+    except PartialError as e:
         print(f"yolo-partial {mode}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. model=missing.pt, or a project= folder that cannot be written

@@ -9,14 +9,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from .keys import PartialConfigError
+from .errors import PartialDataError
 
 DEFAULT_DATA = "shapes"  # the embedded, generated-on-first-use dataset
 LABEL_FORMAT = "lines 'class cx cy w h' with an integer class in [0, nc) and coordinates in [0, 1]"
-
-
-class PartialDataError(PartialConfigError):
-    """A one-line dataset error naming the file and what was expected."""
 
 
 def load_yaml(path: str | Path, what: str = "YAML") -> dict[str, Any]:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .keys import PartialConfigError
+from .errors import PartialConfigError
 
 MARKER = ".yolo-partial.json"  # marks a folder written by yolo-partial, so re-running may replace it
 

@@ -9,9 +9,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
-class PartialConfigError(ValueError):
-    """A one-line configuration error naming the key and what is expected."""
+from .errors import PartialConfigError
 
 
 @dataclass(frozen=True)

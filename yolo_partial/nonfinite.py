@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .keys import PartialConfigError
+from .errors import TrainingDivergedError
 
 SKIPPED_COLUMN = "train/nonfinite_skipped"  # results.csv column; no "loss" in the name keeps it out of the loss plots
 
 
-class NonFiniteLossError(PartialConfigError):
+class NonFiniteLossError(TrainingDivergedError):
     """Training stopped after `nan_patience` consecutive batches with a non-finite loss or gradients."""
 
 

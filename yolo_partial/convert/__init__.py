@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from ..data import PartialDataError
+from ..errors import PartialDataError
 
 USAGE = """Usage: yolo-partial convert KIND key=value ...
 

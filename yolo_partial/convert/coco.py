@@ -17,7 +17,8 @@ import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..data import PartialDataError, data_yaml_text, load_yaml
+from ..errors import PartialDataError
+from ..data import data_yaml_text, load_yaml
 from ..fileio import MARKER, atomic_dir, link_image
 from . import format_table, yolo_line
 

@@ -18,7 +18,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..data import PartialDataError, data_yaml_text
+from ..errors import PartialDataError
+from ..data import data_yaml_text
 from ..fileio import atomic_dir
 from . import format_table, yolo_line
 

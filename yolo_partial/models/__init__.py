@@ -14,7 +14,7 @@ from typing import Any
 from ultralytics.nn import tasks
 from ultralytics.utils import LOGGER
 
-from ..keys import PartialConfigError
+from ..errors import PartialConfigError
 from .objectness import YOLOV5_ANCHORS, ObjectnessDetect, decode_boxes
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "cfg" / "models"
