@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
 from .errors import PartialDataError
+from .labels import LABEL_FORMAT, class_names, label_problem
 
 DEFAULT_DATA = "shapes"  # the embedded, generated-on-first-use dataset
-LABEL_FORMAT = "lines 'class cx cy w h' with an integer class in [0, nc) and coordinates in [0, 1]"
 
 
 def load_yaml(path: str | Path, what: str = "YAML") -> dict[str, Any]:
@@ -57,17 +55,6 @@ def resolve_data(data: str | None) -> str:
     return str(path)
 
 
-def data_yaml_text(fields: dict[str, Any], names: Sequence[str] | dict[int, str], header: str = "") -> str:
-    """Ultralytics data YAML text: optional `# ` comment lines, `fields` (path, train, val, ...), nc and names.
-
-    Values are written as JSON, which is valid YAML whatever characters a path or class name holds.
-    """
-    names = names if isinstance(names, dict) else dict(enumerate(names))
-    lines = [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in fields.items()]
-    lines += [f"nc: {len(names)}", "names:", *(f"  {i}: {json.dumps(n, ensure_ascii=False)}" for i, n in names.items())]
-    return header + "\n".join(lines) + "\n"
-
-
 def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
     """The folder that a data YAML's relative train/val paths refer to, following Ultralytics' rule."""
     root = Path(cfg.get("path") or yaml_path.parent)
@@ -81,14 +68,7 @@ def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
 def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
     """Raise a one-line error when the data YAML's class list is missing, empty or disagrees with its nc, or a train/val
     image source does not exist."""
-    if "names" not in cfg and "nc" not in cfg:
-        raise PartialDataError(f"{yaml_path}: missing 'names': expected a class list or an index: name mapping")
-    if "names" in cfg and not cfg["names"]:  # Ultralytics would stop with a traceback
-        raise PartialDataError(f"{yaml_path}: 'names' is empty: expected at least one class")
-    if "names" in cfg and "nc" in cfg and cfg["nc"] != len(cfg["names"]):
-        raise PartialDataError(
-            f"{yaml_path}: nc: {cfg['nc']} but 'names' lists {len(cfg['names'])} classes: expected them to agree "
-            f"(or no nc)")
+    class_names(yaml_path, cfg)
     root = dataset_root(yaml_path, cfg)
     for split in ("train", "val"):
         if split not in cfg:
@@ -178,25 +158,3 @@ def drop_zero_area_boxes(dataset) -> int:
         LOGGER.warning(f"{dropped} zero-area label boxes (width or height 0) in {files} label files ignored, the objects "
                        f"count as unlabelled; first in {first}")
     return dropped
-
-
-def label_problem(lb_file: Path, nc: int) -> str | None:
-    """The first problem of a YOLO detection label file ('line N: ...'), or None when every line is valid."""
-    for n, line in enumerate(lb_file.read_text(encoding="utf-8-sig").splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 5:
-            return f"line {n} has {len(fields)} fields, not 5"
-        try:
-            cls, *xywh = (float(f) for f in fields)
-        except ValueError:
-            return f"line {n} has a non-numeric field"
-        if not all(math.isfinite(v) for v in (cls, *xywh)):
-            return f"line {n} has a NaN or infinite number"
-        if cls != int(cls) or not 0 <= cls < nc:
-            return f"line {n} has class {fields[0]}, outside [0, {nc})"
-        bad = [v for v in xywh if not 0.0 <= v <= 1.0]
-        if bad:
-            return f"line {n} has coordinate {bad[0]:g} outside [0, 1]"
-    return None

@@ -77,3 +77,18 @@ def link_image(src: Path, dst: Path) -> str:
     except OSError:
         shutil.copyfile(src, dst)
         return "copy"
+
+
+def hardlink_or_copy(src: str | Path, dst: str | Path) -> str:
+    """Make dst a second name of file src, copying where the filesystem has no hard links -> 'hardlink'|'copy'.
+
+    Unlike `link_image` (symlink first), for files that must outlive or stand apart from their source: files carried
+    over from an output that is about to be replaced, and the two variants of the embedded dataset (a symlinked image
+    folder would resolve to the other variant's labels).
+    """
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError:
+        shutil.copy2(src, dst)
+        return "copy"

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import LABEL_FORMAT, PartialDataError, dataset_root, label_problem, load_yaml
+from .data import dataset_root, load_yaml
+from .errors import PartialDataError
+from .labels import MANIFEST_FORMAT, read_label_file
 
-MANIFEST_FORMAT = "yolo-partial-manifest/1"
 PREDICT_CONF = 0.001  # predict nearly everything, so mean scores see the low-confidence detections as well
 PREDICT_MAX_DET = 300
 _EMPTY = np.zeros((0, 5), np.float32)
@@ -150,14 +151,8 @@ def _labelled_boxes(im_file: str) -> np.ndarray:
     """The boxes still labelled for an image, from its YOLO label file -> float32 (n, 5); (0, 5) without a file."""
     from ultralytics.data.utils import img2label_paths
 
-    lb_file = Path(img2label_paths([im_file])[0])
-    if not lb_file.is_file():
-        return _EMPTY
-    problem = label_problem(lb_file, nc=1 << 31)  # the dataset's nc is unknown here; training checked the range
-    if problem:
-        raise PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT}")
-    rows = [line.split() for line in lb_file.read_text(encoding="utf-8-sig").splitlines() if line.split()]
-    return np.array(rows, np.float32).reshape(-1, 5)
+    rows = read_label_file(img2label_paths([im_file])[0])
+    return np.array([[c, *box] for _, c, box in rows], np.float32).reshape(-1, 5) if rows else _EMPTY
 
 
 def _predictions(result) -> torch.Tensor:

@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import data_yaml_text
+from .fileio import hardlink_or_copy
+from .labels import MANIFEST_FORMAT, data_yaml_text, read_label_file
 
 SHAPES_VERSION = 2  # 2: manifest "root" field and the partial YAML's hidden: key
 CLASS_SPECS = (  # (colour, shape): each colour is used by two classes and each shape by two classes
@@ -34,7 +35,6 @@ CLASS_SPECS = (  # (colour, shape): each colour is used by two classes and each 
 )
 CLASS_NAMES = [f"{colour} {shape}" for colour, shape in CLASS_SPECS]
 VARIANTS = ("partial", "full")
-MANIFEST_FORMAT = "yolo-partial-manifest/1"
 
 _CLASS_BGR = {"red": (40, 40, 215), "green": (50, 165, 40), "blue": (205, 95, 30)}
 # Clutter avoids the class colours so that it never looks like an unlabelled object.
@@ -167,7 +167,7 @@ def _write_split(tmp: Path, split: str, n: int, imgsz: int, seed: int, label_pro
         stem = f"{index:06d}"
         image = dirs["partial/images"] / split / f"{stem}.jpg"
         cv2.imwrite(str(image), img, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        _link_or_copy(image, dirs["full/images"] / split / image.name)
+        hardlink_or_copy(image, dirs["full/images"] / split / image.name)
         (dirs["full/labels"] / split / f"{stem}.txt").write_text("".join(f"{x}\n" for x in lines))
         (dirs["partial/labels"] / split / f"{stem}.txt").write_text(
             "".join(f"{x}\n" for x, k in zip(lines, keep) if k))
@@ -177,24 +177,12 @@ def _write_split(tmp: Path, split: str, n: int, imgsz: int, seed: int, label_pro
     return hidden
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link src to dst, copying where the filesystem refuses.
-
-    Not a directory symlink: Ultralytics resolves the image directory, which would turn full/images into
-    partial/images and so silently load the partial labels for the full variant.
-    """
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def _count_labels(label_dir: Path) -> dict[int, int]:
     """Directory of YOLO label files -> {class id: number of boxes}."""
     counts = dict.fromkeys(range(len(CLASS_NAMES)), 0)
     for path in label_dir.glob("*.txt"):
-        for line in path.read_text().splitlines():
-            counts[int(line.split()[0])] += 1
+        for _, cls, _ in read_label_file(path):
+            counts[cls] += 1
     return counts
 
 

@@ -45,16 +45,15 @@ import numpy as np
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import LOGGER, TQDM
 
-from .data import (LABEL_FORMAT, PartialDataError, check_image_sources, data_yaml_text, dataset_root, label_problem,
-                   load_yaml)
+from .data import check_image_sources, dataset_root, load_yaml
+from .errors import PartialDataError
 from .fileio import atomic_dir, link_image
+from .labels import MANIFEST_FORMAT, Row, class_names, data_yaml_text, read_label_file
 from .keys import check_known_keys
-from .shapes import MANIFEST_FORMAT
 
 MODES = ("easy", "hard", "extreme", "miss50", "keep")
 SPLIT_KEYS = {"data", "mode", "ratio", "seed", "out"}
 EXTERNAL = "_external"  # train images outside the source root are mirrored under out/_external/<absolute path>
-Row = tuple[str, int, list[float]]  # one label line: (verbatim text, class id, [cx, cy, w, h])
 
 
 @dataclass
@@ -143,20 +142,6 @@ def default_out(root: Path, mode: str, ratio: float | None, seed: int) -> Path:
     return DATASETS_DIR / f"{root.name}-{tag}-s{seed}"
 
 
-def class_names(yaml_path: Path, cfg: dict[str, Any]) -> dict[int, str]:
-    """{class id: name} from a data YAML's names (list or mapping) or nc, or a one-line error naming the file."""
-    names = cfg.get("names")
-    if names is None and isinstance(cfg.get("nc"), int):
-        names = [f"class_{i}" for i in range(cfg["nc"])]
-    if isinstance(names, list):
-        names = dict(enumerate(names))
-    if not isinstance(names, dict) or not names or sorted(names) != list(range(len(names))):
-        raise PartialDataError(f"{yaml_path}: bad 'names': expected a class list or a mapping 0: name, 1: name, ...")
-    if cfg.get("nc") is not None and cfg["nc"] != len(names):
-        raise PartialDataError(f"{yaml_path}: nc: {cfg['nc']} but 'names' holds {len(names)} classes")
-    return {i: str(names[i]) for i in range(len(names))}
-
-
 def mirror(path: str, root: str) -> str:
     """Path of absolute `path` inside the output folder (POSIX text): relative to root, else under EXTERNAL."""
     inside = os.path.join(root, "")
@@ -217,37 +202,6 @@ def orphan_labels(folder: str, images: list[str]) -> list[str]:
     return sorted(f for f in found if f not in used)
 
 
-def read_rows(lb_file: str, nc: int) -> list[Row] | None:
-    """The box lines of a YOLO label file, None when it does not exist, or a one-line error naming file and line."""
-    try:
-        with open(lb_file, encoding="utf-8-sig") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PartialDataError(f"{lb_file}: unreadable label file ({type(e).__name__}): expected UTF-8 text") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            cls, *box = map(float, fields)
-        except ValueError:
-            cls, box = -1.0, []
-        if len(fields) != 5 or not (cls.is_integer() and 0 <= cls < nc) or not all(0 <= v <= 1 for v in box):
-            raise malformed(Path(lb_file), nc, n, polygon=len(fields) > 5)
-        rows.append((line, int(cls), box))
-    return rows
-
-
-def malformed(lb_file: Path, nc: int, n: int, polygon: bool) -> PartialDataError:
-    """The one-line error for line n of a label file, worded by label_problem (polygon lines get a hint)."""
-    problem = label_problem(lb_file, nc) or f"line {n} is invalid"
-    hint = "; polygon labels are not supported: convert them to boxes" if polygon else ""
-    return PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT}{hint}")
-
-
 def box_keys(seed: int, mode: str, rel: str, n: int) -> list[float]:
     """n random keys in [0, 1) for the boxes of image `rel`, from a generator seeded by (seed, mode, rel) only.
 
@@ -281,7 +235,7 @@ def miss50_plan(train: TrainSet, names: dict[int, str], seed: int) -> Callable[[
     """
     classes, keys = array("l"), array("d")
     for rel, image in TQDM(train.images.items(), desc="split miss50: drawing keys"):
-        rows = read_rows(img2label_paths([image])[0], len(names)) or []
+        rows = read_label_file(img2label_paths([image])[0], len(names)) or []
         classes.extend(c for _, c, _ in rows)
         keys.extend(box_keys(seed, "miss50", rel, len(rows)) if len(rows) > 1 else [2.0] * len(rows))  # 2: exempt
     cls, key = np.frombuffer(classes, dtype=classes.typecode), np.frombuffer(keys)
@@ -325,7 +279,7 @@ def write_train(tmp: Path, out: Path, train: TrainSet, nc: int, removed_of: Call
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
         link_image(Path(image), Path(image_dst))
-        rows = read_rows(img2label_paths([image])[0], nc)
+        rows = read_label_file(img2label_paths([image])[0], nc)
         if rows is None:  # a background image: Ultralytics reads a missing label file as 'no objects'
             n_bare += 1
             continue

@@ -18,8 +18,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..errors import PartialDataError
-from ..data import data_yaml_text, load_yaml
-from ..fileio import MARKER, atomic_dir, link_image
+from ..data import load_yaml
+from ..labels import data_yaml_text
+from ..fileio import MARKER, atomic_dir, hardlink_or_copy, link_image
 from . import format_table, yolo_line
 
 CROWD = ("skip", "keep")
@@ -140,14 +141,6 @@ def split_roles(splits: list[str]) -> dict[str, str]:
     return roles
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link a carried-over file (labels, copied images); copy where the filesystem has no hard links."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, crowd: str = "skip") -> dict:
     """Convert one COCO instances JSON and its image folder into split `<json name without instances_>` of `out`.
 
@@ -189,7 +182,7 @@ def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, c
             (tmp / sub / split).mkdir(parents=True)
             for other in others:
                 if (out / sub / other).is_dir():
-                    shutil.copytree(out / sub / other, tmp / sub / other, symlinks=True, copy_function=_link_or_copy)
+                    shutil.copytree(out / sub / other, tmp / sub / other, symlinks=True, copy_function=hardlink_or_copy)
         for image_id, (name, _, _) in TQDM(entries.items(), desc=f"COCO {split}"):
             if not (src / name).is_file():
                 stats["boxes of missing images"] += len(labels.get(image_id, ()))

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..errors import PartialDataError
-from ..data import data_yaml_text
+from ..labels import data_yaml_text
 from ..fileio import atomic_dir
 from . import format_table, yolo_line
 

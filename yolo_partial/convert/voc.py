@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import PartialDataError
-from ..data import data_yaml_text
+from ..labels import data_yaml_text
 from ..fileio import atomic_dir, link_image
 from . import format_table, yolo_line
 
