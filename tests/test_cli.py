@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from yolo_partial.cli import build_args, main
-from yolo_partial.keys import FORK_DEFAULTS, PartialConfigError
+from yolo_partial.errors import PartialConfigError
+from yolo_partial.keys import METHOD_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def test_help_and_no_args_print_usage(capsys):
         rc, out, _ = run_cli(capsys, *argv)
         assert rc == 0
         assert out.startswith("Usage: yolo-partial MODE")
-        for key in FORK_DEFAULTS:
+        for key in METHOD_DEFAULTS:
             assert f"  {key} " in out
 
 
@@ -55,7 +56,7 @@ def test_bad_keys_are_one_line_errors(capsys, arg, expect):
     assert expect in one_line_error(capsys, "train", arg)
 
 
-def test_fork_keys_are_training_keys_only(capsys):
+def test_method_keys_are_training_keys_only(capsys):
     assert "unknown key 'drop_neg_obj'" in one_line_error(capsys, "val", "model=x.pt", "drop_neg_obj=0.5")
 
 
@@ -119,7 +120,7 @@ def test_malformed_label_names_the_file(aquarium_copy, tmp_path, capsys, line, r
     assert f"{label}: malformed labels:" in err and reason in err and "expected lines 'class cx cy w h'" in err
 
 
-def test_python_api_rejects_bad_fork_values(aquarium_small):
+def test_python_api_rejects_bad_method_values(aquarium_small):
     from yolo_partial import PartialDetectionTrainer
 
     with pytest.raises(PartialConfigError, match=r"drop_neg_obj=2.0 is invalid"):

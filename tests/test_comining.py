@@ -20,7 +20,8 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 
 from yolo_partial import PartialDetectionTrainer, shapes
 from yolo_partial.hidden_labels import HIDDEN_CLS, HiddenBoxesDataset
-from yolo_partial.keys import FORK_DEFAULTS, PartialConfigError
+from yolo_partial.errors import PartialConfigError
+from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import CoMiningLoss, add_jittered_view, color_jitter, partial_criterion
 from yolo_partial.losses.comining import VIEWS, pseudo_labels
 from yolo_partial.nonfinite import SKIPPED_COLUMN, NonFiniteGuard, NonFiniteLossError
@@ -52,7 +53,7 @@ def _seed():
 
 
 def _args(**kw):
-    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **FORK_DEFAULTS, **kw})
+    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -306,9 +307,9 @@ def test_comining_cfg_holds_spec_defaults():
     import yaml
 
     cfg = yaml.safe_load((REPO / "cfg" / "comining.yaml").read_text())
-    assert cfg == {"comining": True, "cm_score": FORK_DEFAULTS["cm_score"], "cm_nms": 0.5, "cm_gt_iou": 0.4}
-    assert FORK_DEFAULTS["cm_score"] == 0.6 and FORK_DEFAULTS["comining"] is False
-    assert FORK_DEFAULTS["nan_patience"] == 10
+    assert cfg == {"comining": True, "cm_score": METHOD_DEFAULTS["cm_score"], "cm_nms": 0.5, "cm_gt_iou": 0.4}
+    assert METHOD_DEFAULTS["cm_score"] == 0.6 and METHOD_DEFAULTS["comining"] is False
+    assert METHOD_DEFAULTS["nan_patience"] == 10
 
 
 @pytest.mark.parametrize("head", HEADS)

@@ -15,8 +15,8 @@ from yolo_partial.cli import main
 from yolo_partial.convert.coco import convert_coco
 from yolo_partial.convert.dusia import convert_dusia
 from yolo_partial.convert.voc import convert_voc
-from yolo_partial.data import PartialDataError
-from yolo_partial.keys import PartialConfigError
+from yolo_partial.errors import PartialDataError
+from yolo_partial.errors import PartialConfigError
 
 DUSIA = SHARED / "dusia"
 DUSIA_LISTS = {"train": "trainkf", "val": "valfull", "test": "testfull"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from yolo_partial import shapes
-from yolo_partial.data import PartialDataError
+from yolo_partial.errors import PartialDataError
 from yolo_partial.hidden import (best_scores, find_manifest, format_recall, hidden_recall, load_manifest,
                                  MANIFEST_FORMAT)
 

@@ -1,4 +1,4 @@
-"""A training process killed hard (SIGKILL) resumes from its last checkpoint with the fork keys and the partial loss;
+"""A training process killed hard (SIGKILL) resumes from its last checkpoint with the method keys and the partial loss;
 a process that dies while writing a checkpoint leaves the previous one intact."""
 
 import signal
@@ -74,7 +74,7 @@ def test_sigkill_mid_epoch_then_cli_resume(aquarium_small, tmp_path, monkeypatch
     assert t.start_epoch == 1 and t.epoch == 2 and t.save_dir == tmp_path / "run"
     assert t.args.drop_neg_obj == 0.5 and t.args.brl is True and t.args.drop_neg_box == 0.0
     crit = t.model.criterion
-    assert isinstance(crit, PartialDetectionLoss) and crit.bpr.drop_obj == 0.5 and crit.brl is not None
+    assert isinstance(crit, PartialDetectionLoss) and crit.method("bpr").drop_obj == 0.5 and crit.method("brl") is not None
     df = pd.read_csv(t.csv)
     assert list(df["epoch"]) == [1, 2, 3]  # epoch 1 from the killed run, 2-3 resumed
     assert (df["train/obj_drop"] > 0).all() and (df["train/brl_conf"] > 0).all()

@@ -16,7 +16,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.metrics import bbox_iou
 
-from yolo_partial.keys import FORK_DEFAULTS
+from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import (
     BackgroundRecalibration,
     BoxPredictionRebalancing,
@@ -42,7 +42,7 @@ def _seed():
 
 
 def _args(**kw):
-    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **FORK_DEFAULTS, **kw})
+    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
 
 
 def _batch(img, empty=False):
@@ -80,12 +80,12 @@ class Net:
         self.pd = self.preds["one2many"] if self.e2e else self.preds
 
     def criterion(self, stock=False, **kw):
-        """Full criterion (E2ELoss for YOLO26) built with fork keys `kw`."""
+        """Full criterion (E2ELoss for YOLO26) built with method keys `kw`."""
         self.m.args = _args(**kw)
         return self.m.init_criterion() if stock else partial_criterion(self.m)
 
     def single(self, stock=False, **kw):
-        """One Detect-style loss (no E2E wrapper) built with fork keys `kw`."""
+        """One Detect-style loss (no E2E wrapper) built with method keys `kw`."""
         self.m.args = _args(**kw)
         return v8DetectionLoss(self.m) if stock else PartialDetectionLoss(self.m)
 

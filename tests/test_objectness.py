@@ -20,7 +20,8 @@ from torchvision.ops import box_convert, box_iou
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-from yolo_partial.keys import FORK_DEFAULTS, PartialConfigError
+from yolo_partial.errors import PartialConfigError
+from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import ObjectnessDetectionLoss, partial_criterion
 from yolo_partial.models import ObjectnessDetect, resolve_model
 
@@ -39,7 +40,7 @@ def fake_model(nc, imgsz, **keys):
     """What the loss reads from a model: the head (nc, anchors, strides) and args."""
     head = ObjectnessDetect(nc=nc, ch=(8, 8, 8))
     head.stride = torch.tensor(STRIDES)
-    args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **FORK_DEFAULTS, "imgsz": imgsz, **keys})
+    args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, "imgsz": imgsz, **keys})
     return SimpleNamespace(model=[head], args=args)
 
 
@@ -218,7 +219,7 @@ def test_knobs_off_equals_yolov5_on_a_real_model(nc):
     YOLOv5's."""
     imgsz = 128
     model = DetectionModel(resolve_model("yolov5n-obj.yaml"), nc=nc, verbose=False)
-    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **FORK_DEFAULTS, "imgsz": imgsz})
+    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, "imgsz": imgsz})
     crit = partial_criterion(model)
     assert isinstance(crit, ObjectnessDetectionLoss)
     targets = torch.tensor([[0, 0, 0.3, 0.3, 0.2, 0.2], [0, nc - 1, 0.7, 0.6, 0.5, 0.7], [2, 0, 0.1, 0.9, 0.1, 0.15],
@@ -411,3 +412,16 @@ def test_reproduce_dusia_obj_on_the_objectness_model(aquarium_small, tmp_path):
     assert row["settings"]["model"] == "yolov5n-obj.yaml" and np.isfinite(row["val mAP50"])
     assert isinstance(torch.load(row["weights"], weights_only=False)["model"].model[-1], ObjectnessDetect)
     assert pd.read_csv(sweep / "drop_neg_obj=0.75" / "results.csv")["train/obj_drop"].iloc[0] > 0
+
+
+def test_box_and_cls_keys_scale_yolov5_gains_in_proportion():
+    """Ultralytics' box=/cls= act on this head: the defaults give YOLOv5's gains, doubling one doubles its terms."""
+    from yolo_partial.losses.objectness import GAINS
+
+    model = DetectionModel(resolve_model("yolov5n-obj.yaml"), nc=3, verbose=False)
+    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, "imgsz": 640})
+    stock = ObjectnessDetectionLoss(model).gain
+    assert stock == pytest.approx({"box": GAINS["box"], "obj": GAINS["obj"], "cls": GAINS["cls"] * 3 / 80})
+    model.args = SimpleNamespace(**{**vars(model.args), "box": 15.0, "cls": 1.0})
+    scaled = ObjectnessDetectionLoss(model).gain
+    assert scaled == pytest.approx({"box": 2 * stock["box"], "obj": 2 * stock["obj"], "cls": 2 * stock["cls"]})

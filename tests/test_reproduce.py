@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from yolo_partial import reproduce
-from yolo_partial.data import PartialDataError
-from yolo_partial.keys import PartialConfigError
+from yolo_partial.errors import PartialDataError
+from yolo_partial.errors import PartialConfigError
 from yolo_partial.split import split_dataset
 
 TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "plots": False, "workers": 0}

@@ -50,7 +50,7 @@ def test_bpr_trains_and_logs_drop_counts(bpr_run, aquarium_small):
     assert {"train/box_drop", "train/obj_drop", "train/box_loss", "metrics/mAP50(B)"} <= set(df.columns)
     assert len(df) == 1 and df["train/obj_drop"].iloc[0] > 0
     crit = trainer.model.criterion
-    assert isinstance(crit, PartialDetectionLoss) and crit.bpr.drop_obj == 0.75 and crit.bpr.drop_box == 0.25
+    assert isinstance(crit, PartialDetectionLoss) and crit.method("bpr").drop_obj == 0.75 and crit.method("bpr").drop_box == 0.25
     assert (trainer.save_dir / "results.png").exists() or not trainer.args.plots
     assert tree_digest(aquarium_small.parent) == before, "the source dataset was modified"
 
@@ -91,7 +91,7 @@ class StopAfterFirstEpoch(Exception):
     pass
 
 
-def test_resume_restores_fork_keys_and_loss(aquarium_small, tmp_path):
+def test_resume_restores_method_keys_and_loss(aquarium_small, tmp_path):
     """yolo26n (end-to-end head, whose criterion Ultralytics rebuilds on resume): stop after epoch 1 of 2, resume."""
     from ultralytics import YOLO
 
@@ -113,7 +113,7 @@ def test_resume_restores_fork_keys_and_loss(aquarium_small, tmp_path):
     assert t.start_epoch == 1 and t.args.drop_neg_obj == 0.5 and t.args.drop_mode == "score"
     crit = t.model.criterion
     for branch in (crit.one2many, crit.one2one):
-        assert isinstance(branch, PartialDetectionLoss) and branch.bpr.drop_obj == 0.5 and branch.bpr.mode == "score"
+        assert isinstance(branch, PartialDetectionLoss) and branch.method("bpr").drop_obj == 0.5 and branch.method("bpr").mode == "score"
     assert crit.updates == 2  # the one-to-many/one-to-one schedule continued: one update per finished epoch
     import pandas as pd
 
@@ -159,7 +159,7 @@ def test_ddp_worker_construction_path(bpr_run, tmp_path):
     assert worker.args.drop_neg_obj == 0.75 and worker.args.drop_neg_box == 0.25
     worker.train()
     assert isinstance(worker.model.criterion, PartialDetectionLoss)
-    assert worker.model.criterion.bpr.drop_obj == 0.75
+    assert worker.model.criterion.method("bpr").drop_obj == 0.75
     assert torch.isfinite(worker.loss)
 
 
@@ -181,8 +181,8 @@ def test_ddp_worker_file_generated_by_ultralytics(bpr_run, tmp_path):
 
     def on_train_end(t):  # defined here, so cloudpickle ships it by value
         crit = t.model.criterion
-        report.write_text(json.dumps({"criterion": type(crit).__name__, "drop_obj": crit.bpr.drop_obj,
-                                      "drop_box": crit.bpr.drop_box, "pid": os.getpid()}))  # fmt: skip
+        report.write_text(json.dumps({"criterion": type(crit).__name__, "drop_obj": crit.method("bpr").drop_obj,
+                                      "drop_box": crit.method("bpr").drop_box, "pid": os.getpid()}))  # fmt: skip
 
     launcher.callbacks = {k: [*v, on_train_end] if k == "on_train_end" else list(v) for k, v in trainer.callbacks.items()}
     worker = Path(generate_ddp_file(launcher))
@@ -210,7 +210,7 @@ def test_all_methods_compose_in_training(aquarium_small, tmp_path):
     assert {"train/brl_conf", "train/brl_recal", "train/box_drop", "train/obj_drop"} <= set(df.columns)
     assert df["train/brl_conf"].iloc[0] > 0 and torch.isfinite(t.loss)
     branch = t.model.criterion.one2many
-    assert branch.brl is not None and branch.scb is not None and branch.scb.box and branch.bpr is not None
+    assert branch.method("brl") is not None and branch.method("scb") is not None and branch.method("scb").box and branch.method("bpr") is not None
 
 
 def test_cli_trains_on_embedded_dataset_by_default(tmp_path, monkeypatch):
@@ -272,7 +272,7 @@ def test_ddp_worker_construction_comining_with_all_policies(comining_run, tmp_pa
     worker.train()
     crit = worker.model.criterion
     assert isinstance(crit, CoMiningLoss) and isinstance(crit.base, E2ELoss) and crit.score == 0.6
-    assert crit.base.one2one.brl and crit.base.one2one.scb and crit.base.one2one.bpr
+    assert crit.base.one2one.method("brl") and crit.base.one2one.method("scb") and crit.base.one2one.method("bpr")
     assert list(worker.loss_items) == ["box_loss", "cls_loss", "l1_loss", "brl_conf", "brl_recal", "box_drop",
                                        "obj_drop", "pseudo_n", "pseudo_hit"]  # fmt: skip
     assert torch.isfinite(worker.loss) and crit.base.updates == 1  # the trainer advanced E2ELoss's schedule

@@ -4,7 +4,10 @@ from .offline import set_offline_env
 
 set_offline_env()  # before Ultralytics is imported: it reads these at import time
 
-from . import models  # noqa: E402, F401  (lets Ultralytics build and load the ObjectnessDetect head)
+from .patches import install_objectness_parser  # noqa: E402
+
+install_objectness_parser()  # Ultralytics builds (and unpickles) the ObjectnessDetect head
+
 from .trainer import PartialDetectionTrainer  # noqa: E402
 
 __version__ = "0.1.0"

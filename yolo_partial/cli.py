@@ -1,4 +1,4 @@
-"""The `yolo-partial` command: Ultralytics-style `key=value` arguments, the fork's keys, one-line errors."""
+"""The `yolo-partial` command: Ultralytics-style `key=value` arguments, the method keys, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from .offline import set_offline_env
 
-REPO = Path(__file__).resolve().parents[1]
 MODES = ("train", "val", "predict", "export", "reproduce")
 DATA_MODES = ("split", "convert", "download")  # dataset tools: their own keys, checked by their modules
 USAGE = """Usage: yolo-partial MODE [cfg=FILE.yaml] [key=value ...]
@@ -36,9 +35,9 @@ Examples:
 
 
 def usage() -> str:
-    from .keys import FORK_KEYS
+    from .keys import METHOD_KEYS
 
-    rows = [f"  {k:<13} default {str(key.default):<7} {key.allowed}" for k, key in FORK_KEYS.items()]
+    rows = [f"  {k:<13} default {str(key.default):<7} {key.allowed}" for k, key in METHOD_KEYS.items()]
     return USAGE.format(keys="\n".join(rows))
 
 
@@ -62,44 +61,36 @@ def parse_pairs(tokens: list[str], bool_keys: set[str]) -> dict[str, Any]:
     return args
 
 
-def find_cfg(name: str) -> Path:
-    """The cfg file as given, or the shipped one of that name under the repository's cfg/ folder."""
-    p = Path(name)
-    if not p.exists() and (REPO / "cfg" / p.name).exists():
-        return REPO / "cfg" / p.name
-    return p
-
-
 def build_args(mode: str, tokens: list[str]) -> dict[str, Any]:
     """Merge cfg= file and command-line keys, and check every key's name, type and range."""
     from ultralytics.cfg import check_cfg
     from ultralytics.utils import DEFAULT_CFG_DICT
 
-    from .data import load_yaml
+    from .data import find_cfg, load_yaml
     from .errors import PartialConfigError
-    from .keys import FORK_KEYS, check_known_keys, coerce
+    from .keys import METHOD_KEYS, check_known_keys, coerce
 
-    fork = set(FORK_KEYS) if mode in {"train", "reproduce"} else set()
+    method = set(METHOD_KEYS) if mode in {"train", "reproduce"} else set()
     extra = {"val": {"hidden"}, "reproduce": {"table", "values"}}.get(mode, set())  # checked by their own code
-    known = set(DEFAULT_CFG_DICT) | fork | extra
-    bools = {k for k in known if isinstance(DEFAULT_CFG_DICT.get(k, FORK_KEYS.get(k) and FORK_KEYS[k].default), bool)}
+    known = set(DEFAULT_CFG_DICT) | method | extra
+    bools = {k for k in known if isinstance(DEFAULT_CFG_DICT.get(k, METHOD_KEYS.get(k) and METHOD_KEYS[k].default), bool)}
     cli = parse_pairs(tokens, bools)
     check_known_keys(cli, known)
     args = {}
     if cli.get("cfg"):
-        path = find_cfg(str(cli.pop("cfg")))
+        path = find_cfg(cli.pop("cfg"))
         args = load_yaml(path, "cfg file")
         try:
             check_known_keys(args, known - {"cfg"})
         except PartialConfigError as e:
             raise PartialConfigError(f"{path}: {e}") from None
     args.update({k: v for k, v in cli.items() if k != "cfg"})
-    ultra = {k: v for k, v in args.items() if k not in fork | extra}
+    ultra = {k: v for k, v in args.items() if k not in method | extra}
     try:
         check_cfg(dict(ultra))
     except (TypeError, ValueError) as e:
         raise PartialConfigError(str(e).strip().splitlines()[0]) from None
-    return {k: (coerce(k, v) if k in fork else v) for k, v in args.items()}
+    return {k: (coerce(k, v) if k in method else v) for k, v in args.items()}
 
 
 def run(mode: str, args: dict[str, Any]) -> None:

@@ -33,6 +33,36 @@ def load_yaml(path: str | Path, what: str = "YAML") -> dict[str, Any]:
     return data
 
 
+def find_data_yaml(data: str | Path) -> Path | str:
+    """The data YAML that `data` names: a path as given, else a shipped one by name ('dusia', 'dusia.yaml',
+    'data/dusia.yaml'), else one of Ultralytics' own (e.g. 'coco8.yaml', returned as given for Ultralytics to resolve);
+    a name that is none of these is a one-line error listing the shipped names."""
+    from ultralytics.utils.checks import check_file
+
+    from . import assets
+
+    found = assets.resolve("data", data)
+    if found is not None:
+        return found
+    if Path(str(data)).parent == Path(".") and check_file(str(data), download=False, hard=False):
+        return str(data)
+    name = Path(str(data))
+    if name.suffix in {".yaml", ".yml"} or name.parent == Path("."):
+        raise PartialDataError(f"data YAML not found: {data}: expected a path or a shipped name ({assets.names('data')})")
+    raise PartialDataError(f"data YAML not found: {data}")
+
+
+def find_cfg(cfg: str | Path) -> Path:
+    """The cfg file that `cfg=` names: a path as given, else a shipped cfg by name ('brl', 'brl.yaml', 'cfg/brl.yaml');
+    a one-line error listing the shipped cfgs otherwise."""
+    from . import assets
+
+    found = assets.resolve("cfg", cfg)
+    if found is None:
+        raise PartialDataError(f"cfg file not found: {cfg}: expected a path or a shipped name ({assets.names('cfg')})")
+    return found
+
+
 def resolve_data(data: str | None) -> str:
     """Return the path of a usable Ultralytics data YAML for `data`.
 
@@ -43,9 +73,11 @@ def resolve_data(data: str | None) -> str:
 
     if not data or data in {DEFAULT_DATA, f"{DEFAULT_DATA}.yaml"}:
         return str(ensure_shapes("partial"))
-    path = Path(data)
-    if path.suffix not in {".yaml", ".yml"}:
+    if Path(str(data)).suffix not in {".yaml", ".yml", ""} or "://" in str(data):
         return str(data)  # Ultralytics handles other sources (ndjson, URLs) itself
+    path = find_data_yaml(data)
+    if isinstance(path, str):  # one of Ultralytics' own names
+        return path
     cfg = load_yaml(path, "data YAML")
     if cfg.get("generator") == "shapes":
         return str(ensure_shapes(cfg.get("variant", "partial")))
@@ -77,6 +109,9 @@ def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
         for src in sources:
             p = Path(src) if Path(src).is_absolute() else root / src
             if not p.exists():
+                if cfg.get("obtain"):  # the YAML's one-line recipe, e.g. DUSIA's convert command
+                    recipe = str(cfg["obtain"]).replace("{root}", str(root))
+                    raise PartialDataError(f"{yaml_path}: {split} images not found at {p}: {recipe}")
                 how = (f"; `yolo-partial download data={yaml_path}` fetches them" if "download" in cfg
                        else "; the comments at the top of the YAML say how to obtain them")
                 raise PartialDataError(

@@ -9,19 +9,8 @@ from pathlib import Path
 
 from ultralytics.utils import LOGGER
 
-from .data import PartialDataError, check_image_sources, dataset_root, load_yaml
-
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def find_data_yaml(data: str | Path) -> Path:
-    """The data YAML as given, or a shipped one by name ('voc', 'voc.yaml' or 'data/voc.yaml')."""
-    p = Path(data)
-    if not p.exists():
-        shipped = REPO_DATA / (p.name if p.suffix in {".yaml", ".yml"} else f"{p.name}.yaml")
-        if shipped.exists():
-            return shipped
-    return p
+from .data import check_image_sources, dataset_root, find_data_yaml, load_yaml
+from .errors import PartialDataError
 
 
 def download_dataset(data: str | Path) -> Path:

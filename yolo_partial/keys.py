@@ -1,77 +1,43 @@
-"""The fork's training keys: defaults, types and allowed ranges, checked before any training starts.
+"""The method keys: assembled from the registered methods' own declarations, checked once before training starts.
 
-Every key defaults to "off", so a run that sets none of them is stock Ultralytics.
+Every key defaults to "off", so a run that sets none of them is stock Ultralytics. A method declares its keys in its
+own file (`KEYS`, see yolo_partial.losses.method); this module only collects them, with the trainer's guard key, and
+validates values: one-line errors naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import PartialConfigError
+from .keyspec import Key
+from .losses.registry import METHODS
+from .nonfinite import KEYS as GUARD_KEYS
 
 
-@dataclass(frozen=True)
-class Key:
-    """One fork key: its default, its type, a range check and the human description of what is allowed."""
-
-    default: Any
-    kind: type
-    allowed: str
-    ok: Callable[[Any], bool] = lambda v: True
-
-
-def _unit(lo_open: bool, hi_open: bool) -> tuple[Callable[[float], bool], str]:
-    """Range check and description for a sub-interval of [0, 1]."""
-    lo, hi = ("(" if lo_open else "["), (")" if hi_open else "]")
-    check = lambda v: (v > 0 if lo_open else v >= 0) and (v < 1 if hi_open else v <= 1)  # noqa: E731
-    return check, f"a number in {lo}0, 1{hi}"
+def _assemble() -> dict[str, Key]:
+    table: dict[str, Key] = {}
+    for owner, keys in [*((m.__name__, m.KEYS) for m in METHODS), ("the non-finite guard", GUARD_KEYS)]:
+        for name, key in keys.items():
+            if name in table:  # a programming error: two methods claim one key
+                raise RuntimeError(f"method key '{name}' of {owner} is declared twice")
+            table[name] = key
+    return table
 
 
-def _float(default: float, lo_open: bool, hi_open: bool) -> Key:
-    check, text = _unit(lo_open, hi_open)
-    return Key(default, float, text, check)
+METHOD_KEYS: dict[str, Key] = _assemble()
+METHOD_DEFAULTS: dict[str, Any] = {k: key.default for k, key in METHOD_KEYS.items()}
 
 
-def _choice(default: str, *choices: str) -> Key:
-    return Key(default, str, "one of " + "|".join(choices), lambda v: v in choices)
-
-
-FORK_KEYS: dict[str, Key] = {
-    # Box Prediction Rebalancing (Haque & McEver)
-    "neg_iou": _float(0.3, True, True),
-    "drop_neg_box": _float(0.0, False, False),
-    "drop_neg_obj": _float(0.0, False, False),
-    "drop_mode": _choice("random", "random", "score"),
-    # Background Recalibration Loss (Zhang et al.)
-    "brl": Key(False, bool, "True or False"),
-    "brl_t": _float(0.5, False, True),
-    "brl_iou": _float(0.1, True, True),
-    "brl_weight": Key(0.1, float, "a number >= 0", lambda v: v >= 0),
-    "brl_mode": _choice("mirror", "mirror", "zero"),
-    "fl_gamma": Key(2.0, float, "a number >= 0", lambda v: v >= 0),
-    "fl_alpha": _float(0.25, False, False),
-    # Scale-balanced loss (Shuang et al.)
-    "scb": Key(False, bool, "True or False"),
-    "scb_alpha": Key(1.0, float, "a number >= 0", lambda v: v >= 0),
-    "scb_beta": Key(3.0, float, "a number > 0", lambda v: v > 0),
-    "scb_box": Key(False, bool, "True or False"),
-    # Co-mining (Wang et al.): two views of each image mine pseudo labels for each other
-    "comining": Key(False, bool, "True or False"),
-    "cm_score": _float(0.6, True, True),
-    "cm_nms": _float(0.5, True, True),
-    "cm_gt_iou": _float(0.4, True, True),
-    # Training guard, every method: consecutive batches with a non-finite loss before training stops
-    "nan_patience": Key(10, int, "an integer >= 1", lambda v: v >= 1),
-}
-
-FORK_DEFAULTS: dict[str, Any] = {k: key.default for k, key in FORK_KEYS.items()}
+def get_arg(args: Any, name: str, default: Any = None) -> Any:
+    """`args[name]` from a dict or namespace (Ultralytics' `model.args` is either), else `default`."""
+    return args.get(name, default) if isinstance(args, dict) else getattr(args, name, default)
 
 
 def coerce(name: str, value: Any) -> Any:
-    """Return `value` as the type of fork key `name`, or raise PartialConfigError naming the key."""
-    key = FORK_KEYS[name]
+    """Return `value` as the type of method key `name`, or raise PartialConfigError naming the key."""
+    key = METHOD_KEYS[name]
     if key.kind is bool:
         if isinstance(value, str) and value.lower() in {"true", "false"}:
             value = value.lower() == "true"
@@ -88,18 +54,17 @@ def coerce(name: str, value: Any) -> Any:
     return value
 
 
-def check_fork_args(args: dict[str, Any]) -> dict[str, Any]:
-    """Return `args` with every fork key present, type-coerced and range-checked (other keys untouched)."""
+def check_method_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Return `args` with every method key present, type-coerced and range-checked (other keys untouched)."""
     out = dict(args)
-    for name in FORK_KEYS:
-        out[name] = coerce(name, out.get(name, FORK_DEFAULTS[name]))
+    for name in METHOD_KEYS:
+        out[name] = coerce(name, out.get(name, METHOD_DEFAULTS[name]))
     return out
 
 
-def fork_args(args: Any) -> dict[str, Any]:
-    """Fork keys read from a dict or namespace (Ultralytics' `model.args`), defaults filled in and checked."""
-    get = args.get if isinstance(args, dict) else lambda k, d: getattr(args, k, d)
-    return {name: coerce(name, get(name, key.default)) for name, key in FORK_KEYS.items()}
+def method_args(args: Any) -> dict[str, Any]:
+    """Method keys read from a dict or namespace (Ultralytics' `model.args`), defaults filled in and checked."""
+    return {name: coerce(name, get_arg(args, name, key.default)) for name, key in METHOD_KEYS.items()}
 
 
 def check_known_keys(args: dict[str, Any], known: set[str]) -> None:
@@ -109,4 +74,3 @@ def check_known_keys(args: dict[str, Any], known: set[str]) -> None:
             close = difflib.get_close_matches(k, sorted(known), n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else "; see 'yolo-partial help' for the keys"
             raise PartialConfigError(f"unknown key '{k}'{hint}")
-

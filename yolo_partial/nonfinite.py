@@ -11,7 +11,9 @@ import torch
 import torch.distributed as dist
 
 from .errors import TrainingDivergedError
+from .keyspec import at_least
 
+KEYS = {"nan_patience": at_least(10, 1, "consecutive non-finite batches (skipped) before training stops")}
 SKIPPED_COLUMN = "train/nonfinite_skipped"  # results.csv column; no "loss" in the name keeps it out of the loss plots
 
 

@@ -82,7 +82,7 @@ def run_reproduce(args: dict[str, Any]) -> Path:
     if table.knob in args:
         raise PartialConfigError(f"{table.knob}= cannot be set: it is the knob that table={table_name} sweeps")
     values = _parse_values(args.pop("values", None), table)
-    data = args.pop("data", None) or str(Path(__file__).resolve().parents[1] / "data" / table.data)
+    data = args.pop("data", None) or table.data  # a shipped data YAML's name
     project = Path(args.pop("project", None) or Path(SETTINGS["runs_dir"]) / "reproduce")
     sweep = project / str(args.pop("name", None) or table_name)
     train = {**table.fixed, **args, "data": resolve_data(data)}

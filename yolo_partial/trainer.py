@@ -1,12 +1,11 @@
-"""PartialDetectionTrainer: Ultralytics' DetectionTrainer with the fork's keys, the partial-label loss, Co-mining's
-two-view batches and a per-batch non-finite loss guard."""
+"""PartialDetectionTrainer: Ultralytics' DetectionTrainer with the method keys, the partial-label loss, the methods'
+trainer hooks (e.g. Co-mining's two-view batches) and a per-batch non-finite loss guard."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from copy import copy
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,21 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .data import check_dropped_labels, drop_zero_area_boxes, resolve_data
-from .hidden import load_manifest
-from .hidden_labels import attach_hidden_boxes, manifest_path, split_hidden
-from .keys import FORK_DEFAULTS, FORK_KEYS, PartialConfigError, check_fork_args, coerce
-from .losses import add_jittered_view, partial_criterion
+from .data import check_dropped_labels, drop_zero_area_boxes, find_cfg, load_yaml, resolve_data
+from .errors import PartialConfigError
+from .hidden_labels import manifest_path
+from .keys import METHOD_DEFAULTS, METHOD_KEYS, check_method_args, coerce
+from .losses.criterion import partial_criterion
+from .losses.registry import build_methods
 from .models import resolve_model
 from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
-from .offline import install_offline_guards
+from .patches import install_offline_guards, strip_optimizer_atomic
 
 
 class PartialDetectionTrainer(DetectionTrainer):
-    """Detection trainer whose criterion is PartialDetectionLoss, configured by the fork keys (yolo_partial.keys).
+    """Detection trainer whose criterion is PartialDetectionLoss, configured by the method keys (yolo_partial.keys).
 
-    The fork's defaults are merged into the base cfg here, so every construction path accepts fork keys: Python
+    The method keys' defaults are merged into the base cfg here, so every construction path accepts them: Python
     overrides, the CLI, and Ultralytics' DDP worker (which rebuilds the trainer from the plain default cfg plus the
     saved args). The model stays a stock DetectionModel, so checkpoints load in stock Ultralytics (except the
     YOLOv5-objectness models, whose head is yolo-partial's own: see yolo_partial/models).
@@ -49,12 +49,15 @@ class PartialDetectionTrainer(DetectionTrainer):
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         install_offline_guards()
         overrides = dict(overrides or {})
-        for k in FORK_KEYS.keys() & overrides.keys():
+        if overrides.get("cfg"):  # a path or a shipped name (brl.yaml); its keys give way to the explicit ones
+            path = find_cfg(overrides["cfg"])
+            overrides = {**load_yaml(path, "cfg file"), **overrides, "cfg": str(path)}
+        for k in METHOD_KEYS.keys() & overrides.keys():
             overrides[k] = coerce(k, overrides[k])
         if not overrides.get("resume"):
             overrides["data"] = resolve_data(overrides.get("data"))
         try:
-            super().__init__({**FORK_DEFAULTS, **cfg2dict(cfg)}, overrides, _callbacks)
+            super().__init__({**METHOD_DEFAULTS, **cfg2dict(cfg)}, overrides, _callbacks)
         except OSError as e:
             # Ultralytics creates the run folder between setting save_dir and the checkpoint paths: only a failure
             # there is the user's unwritable project folder, anything else keeps its traceback
@@ -63,8 +66,12 @@ class PartialDetectionTrainer(DetectionTrainer):
             raise PartialConfigError(
                 f"cannot create the run folder {self.save_dir} ({e.strerror or e}): expected project= to name a "
                 f"writable folder") from None
-        for k, v in check_fork_args(vars(self.args)).items():  # resume restores the args of the checkpoint
+        keys = check_method_args(vars(self.args))  # the one validation; resume restored the checkpoint's args
+        for k, v in keys.items():
             setattr(self.args, k, v)
+        self.methods = build_methods(keys)
+        # decided here, once: the losses and methods never look at files themselves
+        self.hidden_manifest = manifest_path(self.args.data)
         self.guard = NonFiniteGuard(self.args.nan_patience)
 
     @property
@@ -89,11 +96,11 @@ class PartialDetectionTrainer(DetectionTrainer):
         return sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad) * 0.0
 
     def preprocess_batch(self, batch: dict) -> dict:
-        """Ultralytics' preprocessing; with Co-mining, hidden boxes split out and a colour-jittered view appended."""
+        """Ultralytics' preprocessing, then each method's (e.g. Co-mining's second view)."""
         self.guard.start_batch(getattr(self, "epoch", 0))  # set by the training loop
         batch = super().preprocess_batch(batch)
-        if self.args.comining:
-            batch = add_jittered_view(split_hidden(batch))
+        for m in self.methods:
+            batch = m.preprocess_batch(batch, self)
         return batch
 
     def optimizer_step(self):
@@ -123,13 +130,13 @@ class PartialDetectionTrainer(DetectionTrainer):
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
         """Build the YOLO dataset, stopping with the file named if Ultralytics rejected any image or label file.
 
-        With Co-mining on and a hidden-box manifest named by the data YAML, the training set carries the hidden boxes.
+        Each method may then adapt it (e.g. Co-mining's hidden boxes carried through augmentation).
         """
         dataset = super().build_dataset(img_path, mode, batch)
         check_dropped_labels(dataset)
         drop_zero_area_boxes(dataset)
-        if mode == "train" and self.args.comining and (path := manifest_path(self.args.data)):
-            attach_hidden_boxes(dataset, load_manifest(path))
+        for m in self.methods:
+            m.setup_dataset(dataset, mode, self)
         return dataset
 
     def save_model(self):
@@ -156,14 +163,8 @@ class PartialDetectionTrainer(DetectionTrainer):
 
     def final_eval(self):
         """Ultralytics' final evaluation, with its in-place rewrite of last.pt/best.pt (strip_optimizer) made atomic."""
-        import ultralytics.engine.trainer as engine
-
-        strip = engine.strip_optimizer
-        engine.strip_optimizer = partial(_strip_atomic, strip)
-        try:
+        with strip_optimizer_atomic():
             super().final_eval()
-        finally:
-            engine.strip_optimizer = strip
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
         """Build the detection model, finding yolo-partial's shipped model YAMLs by name (e.g. yolov5n-obj.yaml)."""
@@ -172,7 +173,7 @@ class PartialDetectionTrainer(DetectionTrainer):
     def get_validator(self):
         """Return a DetectionValidator given only Ultralytics' own keys (its cfg check rejects others)."""
         args = copy(self.args)
-        for k in FORK_KEYS:
+        for k in METHOD_KEYS:
             delattr(args, k)
         return yolo.detect.DetectionValidator(self.test_loader, save_dir=self.save_dir, args=args, _callbacks=self.callbacks)
 
@@ -194,21 +195,8 @@ class PartialDetectionTrainer(DetectionTrainer):
                 crit.update()
 
     def _install_criterion(self):
-        model = unwrap_model(self.model)
-        model.criterion = partial_criterion(model)
+        model, hidden = unwrap_model(self.model), self.hidden_manifest is not None
+        model.criterion = partial_criterion(model, hidden)
         if self.ema:
-            self.ema.ema.criterion = partial_criterion(self.ema.ema)
+            self.ema.ema.criterion = partial_criterion(self.ema.ema, hidden)
 
-
-def _strip_atomic(strip, f, s: str = "", updates: dict | None = None) -> dict:
-    """Call Ultralytics' strip_optimizer writing into a temporary sibling file, then move it over the destination: its
-    torch.save overwrites the checkpoint in place, which a kill would leave truncated."""
-    dst = Path(s or f)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        ckpt = strip(f, str(tmp), updates)
-        if ckpt:  # an empty dict: not a checkpoint, nothing was written
-            os.replace(tmp, dst)
-        return ckpt
-    finally:
-        tmp.unlink(missing_ok=True)

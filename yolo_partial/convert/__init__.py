@@ -1,4 +1,4 @@
-"""`yolo-partial convert dusia|voc|coco`: public datasets -> Ultralytics YOLO layout, with counts of what was kept.
+"""`yolo-partial convert dusia|voc|coco|lvis`: public datasets -> Ultralytics YOLO layout, with counts of what was kept.
 
 Every converter writes `out/images/<split>/`, `out/labels/<split>/` and `out/data.yaml` (no `path:` key, so the folder
 works wherever it lies) through `fileio.atomic_dir`: a failed run leaves no output and no temporary folder behind.
@@ -18,8 +18,12 @@ USAGE = """Usage: yolo-partial convert KIND key=value ...
       (<video>.mp4) the listed frames are extracted and cropped, else out/to_extract/<split>.txt lists them.
   yolo-partial convert voc root=VOCdevkit out=DIR
       train = VOC2007 + VOC2012 trainval (the years present), test = VOC2007 test; difficult objects kept.
-  yolo-partial convert coco annotations=instances_SPLIT.json images=DIR out=DIR [crowd=skip|keep]
+  yolo-partial convert coco annotations=instances_SPLIT.json images=DIR out=DIR [crowd=skip|keep|ignore]
       one split per call (its name from the JSON file name); repeat with the other JSON files to fill the same out.
+      crowd=ignore writes crowd regions as ignore boxes into out/partial.json.
+  yolo-partial convert lvis annotations=lvis_v1_SPLIT.json images=COCO_IMAGES_ROOT out=DIR
+      one split per call; images= holds train2017/ and val2017/ (LVIS names images by coco_url); out/partial.json
+      gets each image's labelled classes (boxed minus not exhaustive) and verified negatives.
 """
 
 # kind -> (required keys, optional keys); values are the converter function's arguments
@@ -27,6 +31,7 @@ CONVERTERS = {
     "dusia": (("annotations", "lists", "out"), ("videos",)),
     "voc": (("root", "out"), ()),
     "coco": (("annotations", "images", "out"), ("crowd",)),
+    "lvis": (("annotations", "images", "out"), ()),
 }
 
 

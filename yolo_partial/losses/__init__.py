@@ -1,26 +1,39 @@
-"""Partial-label-aware detection losses: one loss, small policies (BPR, BRL, SCB), the Co-mining wrapper, and YOLOv5's
-loss for the objectness head."""
+"""Partial-label-aware detection losses: one loss (`partial.py`), one file per method (`bpr.py`, `brl.py`, `scb.py`,
+`comining.py`), the registry that composes them (`registry.py`), and YOLOv5's loss for the objectness head.
 
-from .bpr import BoxPredictionRebalancing
-from .brl import BackgroundRecalibration, sigmoid_focal
-from .comining import CoMiningLoss, add_jittered_view, color_jitter, pseudo_labels
-from .objectness import ObjectnessDetectionLoss, build_targets
-from .partial import PartialDetectionLoss, best_gt_iou, partial_criterion
-from .scb import ScaleBalance, anchors_per_gt
+Names are exported lazily (PEP 562), so that importing one method module, as yolo_partial.keys does through the
+registry, does not pull in the losses that themselves read the key table.
+"""
 
-__all__ = (
-    "BackgroundRecalibration",
-    "BoxPredictionRebalancing",
-    "CoMiningLoss",
-    "ObjectnessDetectionLoss",
-    "PartialDetectionLoss",
-    "ScaleBalance",
-    "add_jittered_view",
-    "anchors_per_gt",
-    "best_gt_iou",
-    "build_targets",
-    "color_jitter",
-    "partial_criterion",
-    "pseudo_labels",
-    "sigmoid_focal",
-)
+from importlib import import_module
+
+_EXPORTS = {
+    "BackgroundRecalibration": "brl",
+    "BoxPredictionRebalancing": "bpr",
+    "CoMining": "comining",
+    "CoMiningLoss": "comining",
+    "METHODS": "registry",
+    "Method": "method",
+    "ObjectnessDetectionLoss": "objectness",
+    "PartialDetectionLoss": "partial",
+    "ScaleBalance": "scb",
+    "Terms": "method",
+    "Assignment": "method",
+    "add_jittered_view": "comining",
+    "anchors_per_gt": "scb",
+    "best_gt_iou": "geometry",
+    "build_methods": "registry",
+    "build_targets": "objectness",
+    "color_jitter": "comining",
+    "partial_criterion": "criterion",
+    "pseudo_labels": "comining",
+    "sigmoid_focal": "brl",
+}
+
+__all__ = tuple(sorted(_EXPORTS))
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,10 +7,15 @@ them is left out of the loss, re-drawn every batch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..keyspec import choice, unit
+from .method import Method, Terms
 
-class BoxPredictionRebalancing:
+
+class BoxPredictionRebalancing(Method):
     """Choose which negative anchors are removed from the box terms and from the background classification term.
 
     Args:
@@ -20,12 +25,48 @@ class BoxPredictionRebalancing:
         neg_iou (float): IoU below which a prediction is negative.
     """
 
+    KEYS = {
+        "neg_iou": unit(0.3, True, True, "a prediction is negative when its box's IoU with every GT is below this"),
+        "drop_neg_box": unit(0.0, False, False, "BPR: fraction of negative foreground predictions left out of the box terms"),
+        "drop_neg_obj": unit(0.0, False, False, "BPR: fraction of negative background anchors left out of the objectness term"),
+        "drop_mode": choice("random", "random", "score", help="BPR: drop at random (the paper) or highest scores first"),
+    }
+    NAME = "bpr"
+    SWITCH = "drop_neg_obj"
+
     def __init__(self, drop_box: float, drop_obj: float, mode: str, neg_iou: float):
         self.drop_box, self.drop_obj, self.mode, self.neg_iou = drop_box, drop_obj, mode, neg_iou
+
+    @classmethod
+    def from_args(cls, k: dict[str, Any]) -> BoxPredictionRebalancing | None:
+        bpr = cls(k["drop_neg_box"], k["drop_neg_obj"], k["drop_mode"], k["neg_iou"])
+        return bpr if bpr.enabled else None
 
     @property
     def enabled(self) -> bool:
         return self.drop_box > 0 or self.drop_obj > 0
+
+    def apply(self, t: Terms) -> None:
+        """Mask the dropped anchors out of the classification term (all classes) and the box terms."""
+        a = t.a
+        scores = a.pred_scores.detach().amax(-1).sigmoid() if self.mode == "score" else None
+        box_drop, obj_drop = self.drop_masks(t.max_iou(), a.fg_mask, scores)
+        t.cls_elem = t.cls_elem * (~obj_drop)[..., None]
+        t.box_fg = t.box_fg & ~box_drop
+        t.stats.update(box_drop=box_drop.sum().float(), obj_drop=obj_drop.sum().float())
+
+    def apply_objectness(self, t) -> None:
+        """Drop negative unmatched cells from the objectness BCE and low-IoU matches from the box term; each draws only
+        among its own candidates. mode=score ranks by predicted objectness, this head's "is an object" score."""
+        p, max_iou = t.p, t.max_iou()
+        score = p.obj_logit.detach().sigmoid() if self.mode == "score" else None
+        obj_drop = self._choose(~p.matched & (max_iou < self.neg_iou), self.drop_obj, score)
+        match_iou = max_iou.view(-1)[p.flat][None]
+        match_score = None if score is None else score.view(-1)[p.flat][None]
+        box_drop = self._choose(match_iou < self.neg_iou, self.drop_box, match_score)[0]
+        t.keep_cell = t.keep_cell & ~obj_drop
+        t.keep_match = t.keep_match & ~box_drop
+        t.stats.update(box_drop=box_drop.sum().float(), obj_drop=obj_drop.sum().float())
 
     def drop_masks(
         self, max_iou: torch.Tensor, fg_mask: torch.Tensor, scores: torch.Tensor

@@ -8,8 +8,13 @@ the missing label; the confusion term is scaled by `brl_weight`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+
+from ..keyspec import at_least, choice, flag, unit
+from .method import Method, Terms
 
 
 def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
@@ -21,7 +26,7 @@ def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alp
     return ce * (1.0 - p_t).pow(gamma) * alpha_t
 
 
-class BackgroundRecalibration:
+class BackgroundRecalibration(Method):
     """Element-wise classification loss with background recalibration on confusion anchors.
 
     Args:
@@ -33,8 +38,38 @@ class BackgroundRecalibration:
         alpha (float): Focal alpha.
     """
 
+    KEYS = {
+        "brl": flag("Background Recalibration Loss on the classification (objectness) term"),
+        "brl_t": unit(0.5, False, True, "BRL: confident confusion anchors (p > 1 - t) get the mirrored term"),
+        "brl_iou": unit(0.1, True, True, "BRL: confusion region, IoU with every GT below this"),
+        "brl_weight": at_least(0.1, 0, "BRL: scale of the confusion anchors' loss"),
+        "brl_mode": choice("mirror", "mirror", "zero", help="BRL: mirrored term, or nothing (the paper's BRL-minus)"),
+        "fl_gamma": at_least(2.0, 0, "focal gamma used by BRL"),
+        "fl_alpha": unit(0.25, False, False, "focal alpha used by BRL"),
+    }
+    NAME = "brl"
+    SWITCH = "brl"
+
     def __init__(self, t: float, iou: float, weight: float, mode: str, gamma: float, alpha: float):
         self.t, self.iou, self.weight, self.mode, self.gamma, self.alpha = t, iou, weight, mode, gamma, alpha
+
+    @classmethod
+    def from_args(cls, k: dict[str, Any]) -> BackgroundRecalibration | None:
+        if not k["brl"]:
+            return None
+        return cls(k["brl_t"], k["brl_iou"], k["brl_weight"], k["brl_mode"], k["fl_gamma"], k["fl_alpha"])
+
+    def apply(self, t: Terms) -> None:
+        """Replace the classification term by BRL's, confusion anchors judged by the predicted boxes."""
+        t.cls_elem, stats = self.loss(t.a.pred_scores, t.targets, t.max_iou(), t.a.fg_mask)
+        t.stats.update(stats)
+
+    def apply_objectness(self, t) -> None:
+        """BRL on the objectness BCE: objectness is this head's background decision (class BCE sees only matches)."""
+        p = t.p
+        obj, stats = self.loss(p.obj_logit[..., None], p.tobj[..., None], t.max_iou(), p.matched)
+        t.obj_elem = obj[..., 0]
+        t.stats.update(stats)
 
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, max_iou: torch.Tensor, fg_mask: torch.Tensor

@@ -18,6 +18,10 @@ from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import clip_boxes, xywh2xyxy, xyxy2xywh
 from ultralytics.utils.tal import make_anchors
 
+from ..keyspec import flag, unit
+from .geometry import train_outputs
+from .method import Method
+
 VIEWS = "cm_views"  # batch key of a two-view batch: images [0, B) are the originals, [B, 2B) their jittered copies
 JITTER = (0.8, 0.8, 0.8, 0.2)  # brightness, contrast, saturation, hue of the reference's ColorJitter
 JITTER_P = 0.8  # share of images jittered
@@ -174,7 +178,7 @@ class CoMiningLoss:
             loss, items = self.base(preds, batch)
             zero = loss.new_zeros(()).detach()
             return loss, {**items, **self._counts(zero, zero)}
-        preds = preds[1] if isinstance(preds, tuple) else preds
+        preds = train_outputs(preds)
         b = len(batch["img"]) // 2
         halves = [_take(preds, slice(0, b)), _take(preds, slice(b, 2 * b))]
         views = [_view(batch, v, b) for v in (0, 1)]
@@ -193,3 +197,41 @@ class CoMiningLoss:
 
     def _counts(self, n: torch.Tensor, hits: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {"pseudo_n": n, "pseudo_hit": hits} if self.hidden else {"pseudo_n": n}
+
+
+class CoMining(Method):
+    """Co-mining as a method: two-view batches (trainer hook) and the CoMiningLoss wrapper around the criterion."""
+
+    KEYS = {
+        "comining": flag("Co-mining: two views of each batch mine pseudo labels for each other"),
+        "cm_score": unit(0.6, True, True, "Co-mining: pseudo-label score threshold"),
+        "cm_nms": unit(0.5, True, True, "Co-mining: class-wise NMS IoU on pseudo boxes"),
+        "cm_gt_iou": unit(0.4, True, True, "Co-mining: drop pseudo boxes overlapping a same-class GT above this"),
+    }
+    OBJECTNESS = False  # the anchor-based head has no decoded per-anchor class scores to mine from
+    NAME = "comining"
+    SWITCH = "comining"
+
+    def __init__(self, score: float, nms: float, gt_iou: float):
+        self.score, self.nms, self.gt_iou = score, nms, gt_iou
+
+    @classmethod
+    def from_args(cls, k: dict[str, Any]) -> CoMining | None:
+        return cls(k["cm_score"], k["cm_nms"], k["cm_gt_iou"]) if k["comining"] else None
+
+    def wrap(self, criterion: Any, context: dict[str, Any]) -> CoMiningLoss:
+        return CoMiningLoss(criterion, self.score, self.nms, self.gt_iou, hidden=bool(context.get("hidden")))
+
+    def preprocess_batch(self, batch: dict[str, Any], trainer: Any) -> dict[str, Any]:
+        """Hidden boxes split out of the labels, then the colour-jittered view appended."""
+        from ..hidden_labels import split_hidden
+
+        return add_jittered_view(split_hidden(batch))
+
+    def setup_dataset(self, dataset: Any, mode: str, trainer: Any) -> None:
+        """With a hidden-box manifest, the training set carries the hidden boxes through augmentation (pseudo_hit)."""
+        if mode == "train" and getattr(trainer, "hidden_manifest", None):
+            from ..hidden import load_manifest
+            from ..hidden_labels import attach_hidden_boxes
+
+            attach_hidden_boxes(dataset, load_manifest(trainer.hidden_manifest))

@@ -2,8 +2,9 @@
 
 Terms, as in YOLOv5 with hyp.scratch-low: CIoU box loss on the matched predictions, objectness BCE over every cell with
 target = CIoU (clamped at 0) on matched cells and 0 elsewhere, level weights 4.0 / 1.0 / 0.4, class BCE on matched
-predictions, gains box 0.05 and cls 0.5 x nc/80 and obj 1.0 x (imgsz/640)^2, each x 3/nl. Ultralytics' box/cls/dfl keys
-do not apply to this head. Where several matches share a cell its objectness target is their highest IoU (YOLOv5's
+predictions, gains box 0.05 and cls 0.5 x nc/80 and obj 1.0 x (imgsz/640)^2, each x 3/nl. Ultralytics' `box` and `cls` keys
+scale these in proportion to their defaults (box 7.5, cls 0.5; cls scales obj and cls, the two terms Ultralytics' cls
+term covers), so the defaults give YOLOv5's loss exactly; `dfl` has no term on this head. Where several matches share a cell its objectness target is their highest IoU (YOLOv5's
 sort_obj_iou choice; its default leaves it to the scatter order).
 
 The policies act where the BPR paper acts:
@@ -20,22 +21,25 @@ The policies act where the BPR paper acts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from ultralytics.utils.metrics import bbox_iou
 from ultralytics.utils.ops import xywh2xyxy
 
-from ..keys import PartialConfigError, fork_args
+from ..errors import PartialConfigError
+from ..keys import get_arg, method_args
 from ..models.objectness import decode_boxes
-from .bpr import BoxPredictionRebalancing
-from .brl import BackgroundRecalibration
-from .partial import best_gt_iou
-from .scb import ScaleBalance
+from .geometry import best_gt_iou, train_outputs
+from .method import find_method
+from .registry import build_methods
 
 GAINS = {"box": 0.05, "obj": 1.0, "cls": 0.5}  # YOLOv5's hyp.scratch-low, before the level/size/class scaling
+# Ultralytics' default box and cls gains: a user's box=/cls= scales YOLOv5's gains by the ratio to these, so the
+# defaults give YOLOv5's own loss; cls scales obj too, since Ultralytics' cls term also carries the background decision
+ULTRALYTICS_GAINS = {"box": 7.5, "cls": 0.5}
 ANCHOR_T = 4.0  # a GT matches an anchor when neither side ratio exceeds this
 BALANCE = {3: (4.0, 1.0, 0.4)}  # objectness weight per level, P3 first
 BALANCE_DEFAULT = (4.0, 1.0, 0.25, 0.06, 0.02)
@@ -123,6 +127,28 @@ class Gathered:
     cls: torch.Tensor  # (n,)
 
 
+@dataclass
+class ObjectnessTerms:
+    """The objectness head's element-wise terms while the methods shape them (B images, A cells, n matches)."""
+
+    p: Gathered
+    obj_elem: torch.Tensor  # (B, A) objectness BCE of every cell
+    cls_elem: torch.Tensor  # (n, nc) class BCE of every match
+    box_elem: torch.Tensor  # (n,) 1 - CIoU of every match
+    keep_cell: torch.Tensor  # (B, A) bool, cells in the objectness mean
+    keep_match: torch.Tensor  # (n,) bool, matches in the box mean
+    n_gt: int  # GT rows of the batch (p.gt indexes them)
+    max_iou_fn: Callable[[], torch.Tensor]
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    _max_iou: torch.Tensor | None = None
+
+    def max_iou(self) -> torch.Tensor:
+        """(B, A) best-GT IoU of each cell's predicted box, computed once per batch."""
+        if self._max_iou is None:
+            self._max_iou = self.max_iou_fn()
+        return self._max_iou
+
+
 def gather(maps: list[torch.Tensor], matches: list[Matches]) -> Gathered:
     """Decode the matched predictions (YOLOv5's cell-relative boxes, grid units) and set the objectness targets."""
     bs, dev = maps[0].shape[0], maps[0].device
@@ -147,7 +173,7 @@ def gather(maps: list[torch.Tensor], matches: list[Matches]) -> Gathered:
 
 
 class ObjectnessDetectionLoss:
-    """YOLOv5's detection loss for ObjectnessDetect, with the fork's policies read from `model.args`.
+    """YOLOv5's detection loss for ObjectnessDetect, with the partial-label methods read from `model.args`.
 
     Called as `loss(preds, batch)` like Ultralytics' criteria; returns `(loss_vec * batch_size, items)`, items holding
     box_loss, obj_loss, cls_loss and the enabled policies' per-batch counts (box_drop, obj_drop, brl_conf, brl_recal).
@@ -155,67 +181,59 @@ class ObjectnessDetectionLoss:
 
     def __init__(self, model: torch.nn.Module):
         args = model.args
-        get = args.get if isinstance(args, dict) else lambda k, d=None: getattr(args, k, d)
-        if get("comining", False):
-            raise PartialConfigError(
-                "comining=True is not supported by the objectness head (yolov5*-obj.yaml): "
-                "expected comining=False, or an anchor-free model such as yolov8n.yaml"
-            )
+        self.methods = build_methods(method_args(args))
+        for m in self.methods:
+            if not m.OBJECTNESS:
+                raise PartialConfigError(
+                    f"{m.SWITCH}=True is not supported by the objectness head (yolov5*-obj.yaml): "
+                    f"expected {m.SWITCH}=False, or an anchor-free model such as yolov8n.yaml")
         head = model.model[-1]
         self.nc, self.nl, self.na = head.nc, head.nl, head.na
         self.stride, self.anchor_wh = head.stride, head.anchor_wh  # pixels; grid units per call
-        imgsz = get("imgsz", 640)
+        imgsz = get_arg(args, "imgsz", 640)
         imgsz = max(imgsz) if isinstance(imgsz, (list, tuple)) else imgsz
+        box = get_arg(args, "box", ULTRALYTICS_GAINS["box"]) / ULTRALYTICS_GAINS["box"]
+        cls = get_arg(args, "cls", ULTRALYTICS_GAINS["cls"]) / ULTRALYTICS_GAINS["cls"]
         level = 3 / self.nl
         self.gain = {
-            "box": GAINS["box"] * level,
-            "obj": GAINS["obj"] * (imgsz / 640) ** 2 * level,
-            "cls": GAINS["cls"] * self.nc / 80 * level,
+            "box": GAINS["box"] * level * box,
+            "obj": GAINS["obj"] * (imgsz / 640) ** 2 * level * cls,
+            "cls": GAINS["cls"] * self.nc / 80 * level * cls,
         }
         self.balance = BALANCE.get(self.nl, BALANCE_DEFAULT)
         self.class_weights = getattr(model, "class_weights", None)
         self.loss_names = ("box_loss", "obj_loss", "cls_loss")
 
-        k = fork_args(args)
-        # one policy per term: each draws only among its own candidates
-        self.bpr_box = BoxPredictionRebalancing(k["drop_neg_box"], 0.0, k["drop_mode"], k["neg_iou"])
-        self.bpr_obj = BoxPredictionRebalancing(0.0, k["drop_neg_obj"], k["drop_mode"], k["neg_iou"])
-        self.bpr = self.bpr_box.enabled or self.bpr_obj.enabled
-        brl = (k["brl_t"], k["brl_iou"], k["brl_weight"], k["brl_mode"], k["fl_gamma"], k["fl_alpha"])
-        self.brl = BackgroundRecalibration(*brl) if k["brl"] else None
-        self.scb = ScaleBalance(k["scb_alpha"], k["scb_beta"], k["scb_box"]) if k["scb"] else None
+    def method(self, name: str):
+        """The enabled method called `name` (e.g. 'bpr'), or None when it is off."""
+        return find_method(self.methods, name)
 
     def __call__(self, preds: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of the head's training output (or an (inference, training) tuple) for a batch of YOLO targets."""
-        maps = [p.float() for p in (preds[1] if isinstance(preds, tuple) else preds)["maps"]]
+        maps = [p.float() for p in train_outputs(preds)["maps"]]
         dev, bs = maps[0].device, maps[0].shape[0]
         stride = self.stride.to(dev)
         targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1).to(dev)
         shapes = [tuple(p.shape[2:4]) for p in maps]
         p = gather(maps, build_targets(shapes, self.anchor_wh.to(dev) / stride.view(-1, 1, 1), targets))
 
-        stats: dict[str, torch.Tensor] = {}
-        max_iou = self._max_iou(maps, targets, stride) if (self.bpr or self.brl) else None
-        if self.brl:
-            obj_elem, brl_stats = self.brl.loss(p.obj_logit[..., None], p.tobj[..., None], max_iou, p.matched)
-            obj_elem = obj_elem[..., 0]
-            stats.update(brl_stats)
-        else:
-            obj_elem = F.binary_cross_entropy_with_logits(p.obj_logit, p.tobj, reduction="none")
-        cls_elem = F.binary_cross_entropy_with_logits(p.cls_logit, F.one_hot(p.cls, self.nc).float(), reduction="none")
-        if self.class_weights is not None:
-            cls_elem = cls_elem * self.class_weights.to(dev).view(1, -1)
-        box_elem = 1.0 - p.iou
-        if self.scb:
-            obj_elem, cls_elem, box_elem = self._scale_balance(p, len(targets), obj_elem, cls_elem, box_elem)
-        keep_cell, keep_match = torch.ones_like(p.matched), torch.ones_like(p.iou, dtype=torch.bool)
-        if self.bpr:
-            keep_cell, keep_match = self._rebalance(p, max_iou)
-            stats.update(box_drop=(~keep_match).sum().float(), obj_drop=(~keep_cell).sum().float())
+        t = ObjectnessTerms(
+            p,
+            F.binary_cross_entropy_with_logits(p.obj_logit, p.tobj, reduction="none"),
+            F.binary_cross_entropy_with_logits(p.cls_logit, F.one_hot(p.cls, self.nc).float(), reduction="none"),
+            1.0 - p.iou,
+            torch.ones_like(p.matched),
+            torch.ones_like(p.iou, dtype=torch.bool),
+            len(targets),
+            lambda: self._max_iou(maps, targets, stride),
+        )
+        for m in self.methods:
+            m.apply_objectness(t)
+        cls_elem = t.cls_elem if self.class_weights is None else t.cls_elem * self.class_weights.to(dev).view(1, -1)
 
-        lobj = self._level_means(obj_elem, keep_cell, p.cell_level.expand_as(obj_elem))
-        lbox = self._level_means(box_elem, keep_match, p.level)
-        lcls = self._level_means(cls_elem.mean(1), torch.ones_like(keep_match), p.level)
+        lobj = self._level_means(t.obj_elem, t.keep_cell, p.cell_level.expand_as(t.obj_elem))
+        lbox = self._level_means(t.box_elem, t.keep_match, p.level)
+        lcls = self._level_means(cls_elem.mean(1), torch.ones_like(t.keep_match), p.level)
         loss = torch.stack(
             (
                 lbox.sum() * self.gain["box"],
@@ -223,28 +241,8 @@ class ObjectnessDetectionLoss:
                 lcls.sum() * self.gain["cls"] * (self.nc > 1),  # YOLOv5 has no class term for one class
             )
         )
-        items = {**dict(zip(self.loss_names, loss.detach())), **{k: v.detach() for k, v in stats.items()}}
+        items = {**dict(zip(self.loss_names, loss.detach())), **{k: v.detach() for k, v in t.stats.items()}}
         return loss * bs, items
-
-    def _scale_balance(self, p: Gathered, n_gt: int, obj_elem, cls_elem, box_elem):
-        """SCB: W_i on each match's class term (and box term with scb_box), and on the objectness term of the cells
-        whose target GT i set."""
-        w = self.scb.anchor_weights(torch.ones_like(p.gt, dtype=torch.bool)[None], p.gt[None], n_gt)[0]
-        setter = p.iou.detach().clamp(0) == p.tobj.view(-1)[p.flat]
-        w_cell = torch.ones_like(p.tobj).view(-1).index_fill_(0, p.flat, 0.0)
-        w_cell.scatter_reduce_(0, p.flat[setter], w[setter], "amax")  # ties: the larger weight
-        box_elem = box_elem * w if self.scb.box else box_elem
-        return obj_elem * w_cell.view_as(obj_elem), cls_elem * w[:, None], box_elem
-
-    def _rebalance(self, p: Gathered, max_iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """BPR: (B, A) cells kept in the objectness term and (n,) matches kept in the box term."""
-        # mode=score ranks negatives by predicted objectness, this head's "is an object" score
-        score = p.obj_logit.detach().sigmoid() if self.bpr_obj.mode == "score" else None
-        obj_drop = self.bpr_obj.drop_masks(max_iou, p.matched, score)[1]
-        match_score = None if score is None else score.view(-1)[p.flat][None]
-        every = torch.ones_like(p.flat, dtype=torch.bool)[None]  # candidates: every match, negatives among them
-        box_drop = self.bpr_box.drop_masks(max_iou.view(-1)[p.flat][None], every, match_score)[0][0]
-        return ~obj_drop, ~box_drop
 
     def _level_means(self, elem: torch.Tensor, keep: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """(nl,) mean of `elem` over the kept entries of each level (0 for a level with none), entries flattened."""

@@ -6,7 +6,12 @@ weight grows like log M_i instead of M_i and small objects (few anchors) are not
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from ..keyspec import at_least, flag
+from .method import Method, Terms
 
 
 def anchors_per_gt(fg_mask: torch.Tensor, target_gt_idx: torch.Tensor, n_gt: int) -> torch.Tensor:
@@ -15,7 +20,7 @@ def anchors_per_gt(fg_mask: torch.Tensor, target_gt_idx: torch.Tensor, n_gt: int
     return counts.scatter_add_(1, target_gt_idx, fg_mask.float())
 
 
-class ScaleBalance:
+class ScaleBalance(Method):
     """Per-anchor weights W_i of the scale-balanced loss.
 
     Args:
@@ -24,8 +29,42 @@ class ScaleBalance:
         box (bool): Also weight the box terms (the reference weights classification only).
     """
 
+    KEYS = {
+        "scb": flag("scale-balanced loss: W_i = beta (ln M_i + alpha) / M_i on GT i's anchors"),
+        "scb_alpha": at_least(1.0, 0, "SCB: alpha"),
+        "scb_beta": at_least(3.0, 0, "SCB: beta", strict=True),
+        "scb_box": flag("SCB: weight the box terms too (the reference weights classification only)"),
+    }
+    NAME = "scb"
+    SWITCH = "scb"
+
     def __init__(self, alpha: float, beta: float, box: bool):
         self.alpha, self.beta, self.box = alpha, beta, box
+
+    @classmethod
+    def from_args(cls, k: dict[str, Any]) -> ScaleBalance | None:
+        return cls(k["scb_alpha"], k["scb_beta"], k["scb_box"]) if k["scb"] else None
+
+    def apply(self, t: Terms) -> None:
+        """W_i scales the whole classification term of GT i's anchors (the per-object loss of the reference)."""
+        a = t.a
+        w = self.anchor_weights(a.fg_mask, a.target_gt_idx, a.gt_bboxes.shape[1])
+        t.cls_elem = t.cls_elem * w[..., None]
+        if self.box:
+            t.box_scores = t.box_scores * w[..., None]
+
+    def apply_objectness(self, t) -> None:
+        """W_i on each match's class term (and box term with scb_box), and on the objectness term of the cells whose
+        target GT i set (ties: the larger weight)."""
+        p = t.p
+        w = self.anchor_weights(torch.ones_like(p.gt, dtype=torch.bool)[None], p.gt[None], t.n_gt)[0]
+        setter = p.iou.detach().clamp(0) == p.tobj.view(-1)[p.flat]
+        w_cell = torch.ones_like(p.tobj).view(-1).index_fill_(0, p.flat, 0.0)
+        w_cell.scatter_reduce_(0, p.flat[setter], w[setter], "amax")
+        t.obj_elem = t.obj_elem * w_cell.view_as(t.obj_elem)
+        t.cls_elem = t.cls_elem * w[:, None]
+        if self.box:
+            t.box_elem = t.box_elem * w
 
     def anchor_weights(self, fg_mask: torch.Tensor, target_gt_idx: torch.Tensor, n_gt: int) -> torch.Tensor:
         """(B, A) weight of each anchor: W_i of its GT on foreground anchors, 1 on background anchors."""

@@ -1,0 +1,1 @@
+"""The data YAMLs that yolo-partial ships; installed as yolo_partial.assets.data."""

@@ -1,0 +1,107 @@
+"""The composition point of the partial-label methods: what a method is, and the terms it may shape.
+
+A method is one class in one file (one paper each), listed once in `yolo_partial.losses.registry.METHODS`. It
+declares its keys (`KEYS`, all off by default), builds itself from the run's validated keys (`from_args`, None when
+off) and acts through hooks; every hook has a neutral default, so a method implements only the ones it needs:
+
+- `apply(t)`: shape the anchor-free loss's element-wise terms (`Terms`), after the stock terms are computed once;
+- `apply_objectness(t)`: the same on the YOLOv5 objectness head's terms (`losses.objectness.ObjectnessTerms`);
+  a method that cannot act there sets `OBJECTNESS = False` and is refused in one line;
+- `wrap(criterion, context)`: wrap the whole criterion (Co-mining's two views);
+- `preprocess_batch(batch, trainer)` and `setup_dataset(dataset, mode, trainer)`: trainer hooks.
+
+Methods are applied in registry order, which is why a method that replaces the classification term (BRL) comes before
+those that weight (SCB) or mask (BPR) it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..keyspec import Key
+from .geometry import best_gt_iou
+
+
+@dataclass
+class Assignment:
+    """What the assigner and decoder produce for one batch; shapes B images, A anchors, C classes, N max GTs."""
+
+    pred_distri: torch.Tensor  # (B, A, 4 * reg_max) raw box distribution
+    pred_scores: torch.Tensor  # (B, A, C) class logits
+    pred_bboxes: torch.Tensor  # (B, A, 4) decoded xyxy, grid units
+    anchor_points: torch.Tensor  # (A, 2) grid units
+    stride_tensor: torch.Tensor  # (A, 1)
+    imgsz: torch.Tensor  # (2,) h, w in pixels
+    gt_bboxes: torch.Tensor  # (B, N, 4) xyxy pixels
+    mask_gt: torch.Tensor  # (B, N, 1)
+    target_bboxes: torch.Tensor  # (B, A, 4) xyxy pixels
+    target_scores: torch.Tensor  # (B, A, C) soft IoU-aware targets
+    target_scores_sum: torch.Tensor  # () positive normaliser
+    fg_mask: torch.Tensor  # (B, A) bool
+    target_gt_idx: torch.Tensor  # (B, A) index of the assigned GT
+
+    def max_iou(self) -> torch.Tensor:
+        """(B, A) IoU of each decoded prediction (pixels) with the best GT of its image, 0 for images without GT."""
+        return best_gt_iou(self.pred_bboxes.detach() * self.stride_tensor, self.gt_bboxes, self.mask_gt)
+
+
+@dataclass
+class Terms:
+    """The anchor-free loss's element-wise terms while the methods shape them (B images, A anchors, C classes).
+
+    The loss sums them as Ultralytics does: classification `cls_elem.sum() / target_scores_sum`, box terms over
+    `box_fg` weighted by `box_scores`.
+    """
+
+    a: Assignment
+    cls_elem: torch.Tensor  # (B, A, C) classification loss of every anchor and class (BCE in the stock loss)
+    targets: torch.Tensor  # (B, A, C) the classification targets, in the logits' dtype
+    box_fg: torch.Tensor  # (B, A) bool, anchors in the box terms
+    box_scores: torch.Tensor  # (B, A, C) box-term weights (their sum over C weights each anchor)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # per-batch counts, logged as non-loss items
+    _max_iou: torch.Tensor | None = None
+
+    def max_iou(self) -> torch.Tensor:
+        """(B, A) best-GT IoU of each anchor's decoded box, computed once per batch for every method that asks."""
+        if self._max_iou is None:
+            self._max_iou = self.a.max_iou()
+        return self._max_iou
+
+
+class Method:
+    """Base of a partial-label method: its keys, its construction from them, and neutral hooks."""
+
+    NAME: ClassVar[str] = ""  # short name (bpr, brl, ...): `loss.method(NAME)` finds the instance
+    KEYS: ClassVar[dict[str, Key]] = {}
+    OBJECTNESS: ClassVar[bool] = True  # acts on the YOLOv5 objectness head (else refused there in one line)
+    SWITCH: ClassVar[str] = ""  # the key that turns the method on, named in refusals
+
+    @classmethod
+    def from_args(cls, k: dict[str, Any]) -> Method | None:
+        """The method configured by validated keys `k`, or None when its keys leave it off."""
+        raise NotImplementedError
+
+    def apply(self, t: Terms) -> None:
+        """Shape the anchor-free loss's terms in place (masks, weights, replaced elements) and add stats."""
+
+    def apply_objectness(self, t: Any) -> None:
+        """Shape the objectness head's terms in place (see losses.objectness.ObjectnessTerms)."""
+
+    def wrap(self, criterion: Any, context: dict[str, Any]) -> Any:
+        """The criterion to train with: `criterion` itself unless the method wraps it."""
+        return criterion
+
+    def preprocess_batch(self, batch: dict[str, Any], trainer: Any) -> dict[str, Any]:
+        """The training batch after Ultralytics' preprocessing (trainer hook)."""
+        return batch
+
+    def setup_dataset(self, dataset: Any, mode: str, trainer: Any) -> None:
+        """Adapt a dataset the trainer built (trainer hook)."""
+
+
+def find_method(methods: list[Method], name: str) -> Method | None:
+    """The enabled method called `name` among `methods`, or None when it is off."""
+    return next((m for m in methods if m.NAME == name), None)
