@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG_DICT  # noqa: E402
 
-from yolo_partial.keys import FORK_DEFAULTS  # noqa: E402
+from yolo_partial.keys import METHOD_DEFAULTS  # noqa: E402
 from yolo_partial.losses import CoMiningLoss, add_jittered_view, partial_criterion  # noqa: E402
 
 SETTINGS = {
@@ -97,7 +97,7 @@ def make_batch(bs: int, imgsz: int, n_obj: int, nc: int, seed: int = 0) -> dict:
 
 def build(setting: dict | None, model: DetectionModel):
     """The criterion for one setting on a shared model."""
-    model.args = SimpleNamespace(**DEFAULT_CFG_DICT, **{**FORK_DEFAULTS, **(setting or {})})
+    model.args = SimpleNamespace(**DEFAULT_CFG_DICT, **{**METHOD_DEFAULTS, **(setting or {})})
     return model.init_criterion() if setting is None else partial_criterion(model)
 
 

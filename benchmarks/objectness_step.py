@@ -3,7 +3,7 @@
 One step = forward + loss + backward from scratch on a fixed synthetic batch (loss_overhead.make_batch). The models are
 interleaved round-robin in one process so drift hits all alike; medians over repeats are reported, with the ratio to
 the first setting. yolov8n uses Ultralytics' own loss; the objectness model uses yolo-partial's YOLOv5 loss, with the
-fork's keys off and with both BPR drops on.
+method keys off and with both BPR drops on.
 
     python benchmarks/objectness_step.py [--imgsz 320] [--batch 8] [--repeats 10] [--device cpu]
 """
@@ -20,11 +20,11 @@ from loss_overhead import make_batch, step  # same folder: the shared synthetic 
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-from yolo_partial.keys import FORK_DEFAULTS
+from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import partial_criterion
 from yolo_partial.models import resolve_model
 
-SETTINGS = {  # name: (model YAML, fork keys; None = Ultralytics' own criterion)
+SETTINGS = {  # name: (model YAML, method keys; None = Ultralytics' own criterion)
     "yolov8n (stock loss)": ("yolov8n.yaml", None),
     "yolov5n-obj": ("yolov5n-obj.yaml", {}),
     "yolov5n-obj bpr_both": ("yolov5n-obj.yaml", {"drop_neg_box": 0.25, "drop_neg_obj": 0.75}),
@@ -34,7 +34,7 @@ SETTINGS = {  # name: (model YAML, fork keys; None = Ultralytics' own criterion)
 def build(yaml: str, keys: dict | None, imgsz: int, device: torch.device):
     """A from-scratch 10-class model in training mode and its criterion."""
     model = DetectionModel(resolve_model(yaml), nc=10, verbose=False).to(device).train()
-    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **FORK_DEFAULTS, **(keys or {}), "imgsz": imgsz})
+    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **(keys or {}), "imgsz": imgsz})
     return model, (model.init_criterion() if keys is None else partial_criterion(model))
 
 
