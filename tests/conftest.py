@@ -35,6 +35,26 @@ def copy_subset(src: Path, dst: Path, n_train: int, n_val: int) -> Path:
     return dst / "data.yaml"
 
 
+def one_line_error(capsys, *argv) -> str:
+    """Run the CLI with argv; expect exit status 2, exactly one line on stderr and no traceback -> that line."""
+    from yolo_partial.cli import main
+
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same torch RNG state."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def aquarium_small(tmp_path_factory) -> Path:
     """A handful of real Aquarium images (skips when ../shared is absent)."""

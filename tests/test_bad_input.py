@@ -14,18 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import one_line_error
 from yolo_partial.cli import main
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root ignores permission bits: the OS error is simulated
-
-
-def one_line_error(capsys, *argv) -> str:
-    rc = main(list(argv))
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def train_argv(data, tmp_path, *extra):

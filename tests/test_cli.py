@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import one_line_error
 from yolo_partial.cli import build_args, main
 from yolo_partial.errors import PartialConfigError
 from yolo_partial.keys import METHOD_DEFAULTS
@@ -15,14 +16,6 @@ def run_cli(capsys, *argv):
     rc = main(list(argv))
     out = capsys.readouterr()
     return rc, out.out, out.err
-
-
-def one_line_error(capsys, *argv) -> str:
-    rc, _, err = run_cli(capsys, *argv)
-    assert rc == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_help_and_no_args_print_usage(capsys):

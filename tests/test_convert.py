@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import SHARED
+from conftest import SHARED, one_line_error
 
 from yolo_partial.cli import main
 from yolo_partial.convert.coco import convert_coco
@@ -38,15 +38,6 @@ def tree(folder: Path) -> dict[str, bytes]:
 def read_labels(folder: Path) -> dict[str, list[list[float]]]:
     """Label files of one split folder -> {stem: [[cls, cx, cy, w, h], ...]}."""
     return {p.stem: [[float(v) for v in ln.split()] for ln in p.read_text().splitlines()] for p in folder.glob("*.txt")}
-
-
-def one_line_error(capsys, *argv) -> str:
-    """Run the CLI, expect exit status 2 and exactly one line on stderr -> that line."""
-    rc = main(list(argv))
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1, err
-    return lines[0]
 
 
 def no_leftovers(parent: Path, name: str) -> bool:

@@ -36,11 +36,6 @@ GT_CLS = torch.tensor([[0.0], [2], [1]])
 GT_XYWH = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def _args(**kw):
     return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
 

@@ -31,11 +31,6 @@ STRIDES = (8.0, 16.0, 32.0)
 BALANCE = (4.0, 1.0, 0.4)
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def fake_model(nc, imgsz, **keys):
     """What the loss reads from a model: the head (nc, anchors, strides) and args."""
     head = ObjectnessDetect(nc=nc, ch=(8, 8, 8))

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import AQUARIUM, SHARED
+from conftest import AQUARIUM, SHARED, one_line_error
 
 from yolo_partial import split as split_mod
-from yolo_partial.cli import main
 from yolo_partial.fileio import MARKER
 from yolo_partial.split import default_out, split_dataset
 
@@ -234,14 +233,6 @@ def test_folder_list_with_a_source_outside_the_root(tmp_path):
     assert sum(map(len, removed_by_image(out).values())) == 2 * (0 + 1 + 2)
 
 
-def one_line_error(capsys, *argv) -> str:
-    """Run the CLI, expect exit status 2 and a single stderr line; return it."""
-    assert main(["split", *argv]) == 2
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     "line, reason",
     [("7 0.5 0.5 0.2 0.2", "class 7, outside [0, 7)"), ("0 0.5 0.5 0.2", "has 4 fields, not 5"),
@@ -254,7 +245,7 @@ def test_bad_label_line_is_one_line_error(aquarium_copy, tmp_path, capsys, line,
     n = len(label.read_text().splitlines()) + 1
     label.write_text(label.read_text() + line + "\n")
     out = tmp_path / "out"
-    err = one_line_error(capsys, f"data={aquarium_copy}", "mode=hard", f"out={out}")
+    err = one_line_error(capsys, "split", f"data={aquarium_copy}", "mode=hard", f"out={out}")
     assert f"{label}: malformed labels:" in err and f"line {n}" in err and reason in err, err
     assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing half-written
 
@@ -269,27 +260,27 @@ def test_bad_label_line_is_one_line_error(aquarium_copy, tmp_path, capsys, line,
      (["mode=easy", "seed=0.5"], "seed=0.5 is invalid: expected an integer")],  # fmt: skip
 )
 def test_bad_arguments(aquarium_copy, capsys, args, expect):
-    assert expect in one_line_error(capsys, f"data={aquarium_copy}", *args)
+    assert expect in one_line_error(capsys, "split", f"data={aquarium_copy}", *args)
 
 
 def test_bad_data_and_out(aquarium_copy, tmp_path, capsys):
     root = aquarium_copy.parent
-    assert "split needs data=PATH" in one_line_error(capsys, "mode=hard")
-    assert f"data YAML not found: {tmp_path / 'x.yaml'}" in one_line_error(capsys, f"data={tmp_path / 'x.yaml'}",
+    assert "split needs data=PATH" in one_line_error(capsys, "split", "mode=hard")
+    assert f"data YAML not found: {tmp_path / 'x.yaml'}" in one_line_error(capsys, "split", f"data={tmp_path / 'x.yaml'}",
                                                                            "mode=hard")
-    assert "is inside the source dataset" in one_line_error(capsys, f"data={aquarium_copy}", "mode=easy",
+    assert "is inside the source dataset" in one_line_error(capsys, "split", f"data={aquarium_copy}", "mode=easy",
                                                             f"out={root / 'split'}")
     foreign = tmp_path / "mine"
     (foreign / "keep.txt").parent.mkdir()
     (foreign / "keep.txt").write_text("x")
-    assert "was not written by yolo-partial" in one_line_error(capsys, f"data={aquarium_copy}", "mode=easy",
+    assert "was not written by yolo-partial" in one_line_error(capsys, "split", f"data={aquarium_copy}", "mode=easy",
                                                                f"out={foreign}")
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
     missing = root / "images" / "train" / "absent.jpg"
     (root / "train.txt").write_text(f"./images/train/{sorted((root / 'images/train').iterdir())[0].name}\n{missing}\n")
     aquarium_copy.write_text(aquarium_copy.read_text().replace("train: images/train", "train: train.txt"))
     assert f"{root / 'train.txt'}: line 2: image {missing} not found" in one_line_error(
-        capsys, f"data={aquarium_copy}", "mode=easy", f"out={tmp_path / 'o'}")
+        capsys, "split", f"data={aquarium_copy}", "mode=easy", f"out={tmp_path / 'o'}")
 
 
 def test_orphan_labels_warned_with_count(aquarium_copy, tmp_path, monkeypatch):

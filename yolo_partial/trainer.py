@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from copy import copy
-from pathlib import Path
 from typing import Any
 
 import torch
