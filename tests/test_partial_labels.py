@@ -77,7 +77,9 @@ def test_write_round_trip_is_deterministic(tmp_path):
     assert p.entries == {"images/a.jpg": ImagePartial({1}), "images/b.jpg": entries["images/b.jpg"],
                          "x/c.png": ImagePartial({0})}
     write_partial(tmp_path / "q.json", p.entries, list(NAMES.values()), source="test")
-    assert (tmp_path / "q.json").read_bytes() == (tmp_path / "p.json").read_bytes()
+    assert load_partial(tmp_path / "q.json", NAMES).entries == p.entries
+    write_partial(tmp_path / "r.json", dict(reversed(p.entries.items())), list(NAMES.values()), source="test")
+    assert (tmp_path / "r.json").read_bytes() == (tmp_path / "q.json").read_bytes()
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # atomic: no temporary file left
 
 
@@ -105,7 +107,8 @@ def test_find_partial_follows_the_dataset_root(tmp_path):
     ('{"images": {"a.jpg": {', "malformed JSON (line 1"),
     ("[1, 2]", "expected a JSON object"),
     ({"image": {}}, "'images' is missing or not an object"),
-    ({"images": []}, None),  # an empty list reads as no entries
+    ({"images": {}}, None),  # no entries: every image fully labelled
+    ({"images": []}, "'images' is missing or not an object"),
     ({"images": [["a.jpg", {}]]}, "'images' is missing or not an object"),
     ({"format": "yolo-partial-manifest/1", "images": {}}, "format 'yolo-partial-manifest/1': expected"),
     ({"names": ["a", "b", "c"], "images": {}}, "written for classes ['a', 'b', 'c'], but the dataset names"),
@@ -140,7 +143,7 @@ def test_missing_file_and_unknown_images(tmp_path):
         load_partial(tmp_path / "nope.json", NAMES)
     path = write(tmp_path / "partial.json", {"images": {"a.jpg": {}, "b.jpg": {}, "c.jpg": {}}})
     load_partial(path, NAMES, [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")])
-    with pytest.raises(PartialDataError, match=r'partial.json: image "b.jpg" \(1 more\) is not an image of the dataset'):
+    with pytest.raises(PartialDataError, match=r'partial.json: image "b.jpg" \(1 more\) is not an image of the data'):
         load_partial(path, NAMES, [str(tmp_path / "a.jpg")])
 
 

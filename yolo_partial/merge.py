@@ -68,7 +68,8 @@ def run_merge(args: dict[str, Any]) -> Path:
     data = args.get("data")
     data = [d.strip() for d in data.split(",") if d.strip()] if isinstance(data, str) else list(data or [])
     if len(data) < 2:
-        raise PartialConfigError(f"merge needs data=A.yaml,B.yaml[,...] (two or more data YAMLs), got data={args.get('data')}")
+        raise PartialConfigError(
+            f"merge needs data=A.yaml,B.yaml[,...] (two or more data YAMLs), got data={args.get('data')}")
     if not args.get("out"):
         raise PartialConfigError("merge needs out=DIR: expected the folder to write the merged dataset to")
     return merge_datasets([str(d) for d in data], str(args["out"]), args.get("names") or "union")
@@ -197,8 +198,9 @@ def source_partial(src: Source, remap: np.ndarray, nc: int) -> dict[str, ImagePa
         if p is None:
             entry = ImagePartial(None if len(own) == nc else own)
         else:  # the source's lists are about its classes: remap them; its ignore boxes are the same image regions
-            labeled = own if p.labeled is None else {int(remap[c]) for c in p.labeled}
-            entry = ImagePartial(None if len(labeled) == nc else labeled, {int(remap[c]) for c in p.negative}, p.ignore)
+            negative = {int(remap[c]) for c in p.negative}
+            labeled = own - negative if p.labeled is None else {int(remap[c]) for c in p.labeled}
+            entry = ImagePartial(None if len(labeled) == nc else labeled, negative, p.ignore)
         if entry.to_json():  # an entry asserting everything is left out, like an unlisted image
             entries[rel] = entry
     return entries

@@ -59,6 +59,10 @@ SCHEMA = ('{"images": {"<image path relative to the dataset root>": {"labeled_cl
 _NO_BOXES = np.zeros((0, 4), np.float32)
 
 
+class _Pairs(list):
+    """A JSON object read as its (key, value) pairs, so that a key written twice can be refused, not silently lost."""
+
+
 @dataclass(eq=False)
 class ImagePartial:
     """What one image's labels assert.
@@ -228,15 +232,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PartialDataError(f"partial annotation file not found: {path}")
     try:
-        data = json.loads(path.read_bytes(), object_pairs_hook=lambda pairs: pairs)
+        data = json.loads(path.read_bytes(), object_pairs_hook=_Pairs)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
         raise PartialDataError(f"{path}: malformed JSON{where}: expected {SCHEMA}") from None
-    if not isinstance(data, list):  # objects arrive as pair lists; anything else is not an object
+    if not isinstance(data, _Pairs):
         raise PartialDataError(f"{path}: expected a JSON object {SCHEMA}")
     top = dict(data)
     images = top.get("images")
-    if not isinstance(images, list) or (images and not isinstance(images[0], tuple)):
+    if not isinstance(images, _Pairs):
         raise PartialDataError(f"{path}: 'images' is missing or not an object: expected {SCHEMA}")
     top["images"] = images
     return top
@@ -247,10 +251,11 @@ def _check_header(path: Path, data: dict[str, Any], names: dict[int, str]) -> No
     found = data.get("format", FORMAT)
     if found != FORMAT:
         raise PartialDataError(f"{path}: format {found!r}: expected '{FORMAT}'")
-    written = data.get("names")
-    if written is not None and written != [names[i] for i in range(len(names))]:
-        raise PartialDataError(f"{path}: written for classes {written}, but the dataset names "
-                               f"{[names[i] for i in range(len(names))]}: class ids would mean other classes")
+    written, ours = data.get("names"), [names[i] for i in range(len(names))]
+    same = isinstance(written, list) and [str(n).casefold() for n in written] == [n.casefold() for n in ours]
+    if written is not None and not same:  # names are matched case-insensitively everywhere else too
+        raise PartialDataError(f"{path}: written for classes {written}, but the dataset names {ours}: class ids "
+                               "would mean other classes")
 
 
 def _class_lookup(names: dict[int, str]) -> dict[Any, int]:
@@ -262,7 +267,7 @@ def _class_lookup(names: dict[int, str]) -> dict[Any, int]:
 
 def _parse_entry(where: str, entry: Any, lookup: dict[Any, int], nc: int) -> tuple[ImagePartial, int]:
     """One image entry (a pair list) -> (ImagePartial, zero-area ignore boxes dropped)."""
-    if not isinstance(entry, list) or (entry and not isinstance(entry[0], tuple)):
+    if not isinstance(entry, _Pairs):
         raise PartialDataError(f"{where} is not an object: expected {{\"labeled_classes\": [...], ...}} or {{}}")
     fields = dict(entry)
     for key in fields:

@@ -17,7 +17,6 @@ and their partial.json entries, over from an earlier run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -135,7 +134,9 @@ def earlier_output(
         marker = {}
     if marker.get("command") != command:
         kind = command.split()[-1].upper()
-        raise PartialDataError(f"out={out} holds a '{marker.get('command')}' output: expected a new folder or a {kind} one")
+        raise PartialDataError(
+            f"out={out} holds a '{marker.get('command')}' output: expected a new folder or a {kind} one"
+        )
     others = sorted(p.name for p in (out / "labels").glob("*") if p.is_dir() and p.name != split)
     old_names = load_yaml(out / "data.yaml", "data YAML").get("names", {}) if (out / "data.yaml").is_file() else {}
     if others and list(old_names.values()) != names:
@@ -189,7 +190,10 @@ def write_split(
     carried = carried_partial(out, others, names)
     producer = {
         "command": command,
-        "splits": {**kept_splits, split: {"annotations": str(path.absolute()), "images": str(src.absolute()), **options}},
+        "splits": {
+            **kept_splits,
+            split: {"annotations": str(path.absolute()), "images": str(src.absolute()), **options},
+        },
     }
     with atomic_dir(out, producer) as tmp:
         for sub in ("images", "labels"):

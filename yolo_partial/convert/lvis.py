@@ -73,10 +73,12 @@ def boxed_classes(data: dict, images: dict, cls_of: dict[int, int]) -> dict[int,
     return boxed
 
 
-def image_partials(images: dict, boxed: dict, lists: dict, stats: Counter) -> dict[int, ImagePartial]:
-    """One ImagePartial per image: labelled = boxed minus not exhaustive, negative = the negatives without boxes."""
+def image_partials(images: dict, src: Path, boxed: dict, lists: dict, stats: Counter) -> dict[int, ImagePartial]:
+    """One ImagePartial per image found in src: labelled = boxed minus not exhaustive, negative = negatives unboxed."""
     partial = {}
-    for image_id in images:
+    for image_id, (name, _, _) in images.items():
+        if not (src / name).is_file():  # left out of the output, and of the counts
+            continue
         pos, (not_exhaustive, negative) = boxed.get(image_id, set()), lists[image_id]
         stats["negative with boxes"] += len(negative & pos)
         partial[image_id] = ImagePartial(pos - not_exhaustive, negative - pos)
@@ -113,9 +115,11 @@ def convert_lvis(annotations: str | Path, images: str | Path, out: str | Path) -
     entries, repeats = read_images(data, path)
     stats = Counter({"repeated ids": repeats})
     labels = image_labels(data, path, entries, cls_of, "skip", stats)  # LVIS has no crowd annotations
-    partial = image_partials(entries, boxed_classes(data, entries, cls_of), category_lists(data, path, cls_of, stats),
-                             stats)
-    splits, roles, missing = write_split("convert lvis", path, src, out, split, names, entries, labels, partial, stats, {})
+    lists = category_lists(data, path, cls_of, stats)
+    partial = image_partials(entries, src, boxed_classes(data, entries, cls_of), lists, stats)
+    splits, roles, missing = write_split(
+        "convert lvis", path, src, out, split, names, entries, labels, partial, stats, {}
+    )
     summary = {"split": split, **{k: stats[k] for k in COUNTS}, "splits": splits}
     if missing:
         LOGGER.warning(f"LVIS {split}: {len(missing)} listed images not found in {src}, left out (first: {missing[0]})")
