@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error
+from yolo_partial.patches import label_cache_path
 from yolo_partial.cli import main
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # root ignores permission bits: the OS error is simulated
@@ -173,7 +174,8 @@ def test_empty_and_missing_label_files_train_as_background_images(repairable_run
     dataset = trainer.train_loader.dataset
     boxes = {Path(lb["im_file"]).name: len(lb["bboxes"]) for lb in dataset.labels}
     assert len(boxes) == 6 and boxes[images[0].name] == 0 and boxes[images[1].name] == 0
-    nf, nm, ne, nc, n = load_dataset_cache_file(data.parent / "labels" / "train.cache")["results"]
+    assert not (data.parent / "labels" / "train.cache").exists()  # never written into the dataset
+    nf, nm, ne, nc, n = load_dataset_cache_file(label_cache_path(data.parent / "labels" / "train.cache"))["results"]
     assert (nm, ne, nc, n) == (1, 1, 0, 6)  # shown as "6 images, 2 backgrounds, 0 corrupt"
 
 

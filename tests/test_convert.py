@@ -455,7 +455,8 @@ def test_coco_refuses_other_outputs(tmp_path, devkit):
 
 # ------------------------------------------------------------------------------------------------------------- CLI
 def test_cli_convert(capsys, devkit, tmp_path):
-    assert main(["convert"]) == 0 and "convert dusia annotations=DIR" in capsys.readouterr().out
+    assert "convert needs a dataset kind: expected 'yolo-partial convert dusia|voc|coco|lvis" in one_line_error(
+        capsys, "convert")
     assert main(["convert", "help"]) == 0 and "crowd=skip|keep" in capsys.readouterr().out
     assert main(["convert", "voc", f"root={devkit}", f"out={tmp_path / 'voc'}"]) == 0
     assert (tmp_path / "voc/labels/test/2007_000003.txt").is_file()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ultralytics.data.utils import IMG_FORMATS
 
 from .errors import PartialDataError
 from .labels import LABEL_FORMAT, class_names, label_problem
 
 DEFAULT_DATA = "shapes"  # the embedded, generated-on-first-use dataset
+OTHER_SOURCES = {".zip", ".tar", ".gz", ".tgz", ".ndjson"}  # data= sources that Ultralytics reads itself
 
 
 def load_yaml(path: str | Path, what: str = "YAML") -> dict[str, Any]:
@@ -73,8 +76,12 @@ def resolve_data(data: str | None) -> str:
 
     if not data or data in {DEFAULT_DATA, f"{DEFAULT_DATA}.yaml"}:
         return str(ensure_shapes("partial"))
-    if Path(str(data)).suffix not in {".yaml", ".yml", ""} or "://" in str(data):
-        return str(data)  # Ultralytics handles other sources (ndjson, URLs) itself
+    suffix = Path(str(data)).suffix.lower()
+    if "://" in str(data) or suffix in OTHER_SOURCES:
+        return str(data)  # Ultralytics handles these sources (URLs, archives, NDJSON) itself
+    if suffix not in {".yaml", ".yml", ""}:
+        raise PartialDataError(f"data={data} is not a data YAML: expected a dataset YAML (path, train, val, names) such as "
+                               f"data/shapes.yaml, or a shipped name")
     path = find_data_yaml(data)
     if isinstance(path, str):  # one of Ultralytics' own names
         return path
@@ -108,15 +115,24 @@ def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
         sources = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
         for src in sources:
             p = Path(src) if Path(src).is_absolute() else root / src
+            empty = p.is_dir() and not any_image(p)
+            if cfg.get("obtain") and (empty or not p.exists()):  # the YAML's one-line recipe, e.g. DUSIA's
+                recipe = str(cfg["obtain"]).replace("{root}", str(root))
+                raise PartialDataError(f"{yaml_path}: {split} images not found at {p}: {recipe}")
+            if empty and split == "train":  # an empty val folder is left to Ultralytics, which validates nothing
+                raise PartialDataError(f"{yaml_path}: no {split} images in {p}: expected image files "
+                                       f"({', '.join(sorted(IMG_FORMATS))})")
             if not p.exists():
-                if cfg.get("obtain"):  # the YAML's one-line recipe, e.g. DUSIA's convert command
-                    recipe = str(cfg["obtain"]).replace("{root}", str(root))
-                    raise PartialDataError(f"{yaml_path}: {split} images not found at {p}: {recipe}")
                 how = (f"; `yolo-partial download data={yaml_path}` fetches them" if "download" in cfg
                        else "; the comments at the top of the YAML say how to obtain them")
                 raise PartialDataError(
                     f"{yaml_path}: {split} images not found at {p}: expected an image folder or a .txt list of images{how}"
                 )
+
+
+def any_image(folder: Path) -> bool:
+    """Whether a folder holds at least one image file, at any depth (stops at the first)."""
+    return any(f.suffix[1:].lower() in IMG_FORMATS for f in folder.rglob("*.*"))
 
 
 def check_dropped_labels(dataset) -> None:
@@ -160,11 +176,34 @@ def image_problem(im_file: str) -> str | None:
     try:
         with Image.open(im_file) as im:
             im.load()
+    except Image.DecompressionBombError as e:  # Pillow refuses it before decoding: say how large, not "bomb"
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels.group(1)) / 1e6:.0f}M pixels" if pixels else "too many pixels"
+        return (f"too large ({size}, above the {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f}M-pixel limit that Pillow keeps "
+                f"against decompression bombs): expected a smaller image, resize it")
     except (UnidentifiedImageError, ImportError):  # ImportError: Ultralytics' HEIF fallback is not installed
         return "not an image format Pillow recognises (corrupt header, or not an image)"
     except (OSError, SyntaxError, ValueError) as e:
         return f"corrupt image data ({e})"
     return None
+
+
+def warn_large_images(dataset) -> int:
+    """One warning naming the images above Pillow's decompression-bomb warning size (they train, slowly) -> count.
+
+    Pillow's own warning names neither the file nor what to do; the images themselves are fine to train on.
+    """
+    from PIL import Image
+
+    large = [(lb["im_file"], lb["shape"]) for lb in dataset.labels
+             if lb.get("shape") is not None and lb["shape"][0] * lb["shape"][1] > Image.MAX_IMAGE_PIXELS]
+    if large:
+        from ultralytics.utils import LOGGER
+
+        (first, (h, w)) = large[0]
+        LOGGER.warning(f"{len(large)} images above {Image.MAX_IMAGE_PIXELS / 1e6:.0f}M pixels (first {first}, {w}x{h}): "
+                       f"they are read in full and resized every epoch, which is slow; resize them once to save time")
+    return len(large)
 
 
 def drop_zero_area_boxes(dataset) -> int:

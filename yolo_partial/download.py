@@ -5,6 +5,7 @@ This is the only command that uses the network, and only when asked; training ne
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ultralytics.utils import LOGGER
@@ -30,15 +31,27 @@ def download_dataset(data: str | Path) -> Path:
     except PartialDataError:
         pass
     LOGGER.info(f"{path}: fetching into {root} (needs internet)...")
+    before = set(root.parent.iterdir()) if root.parent.is_dir() else set()
     try:
         exec(cfg["download"], {"yaml": {**cfg, "path": str(root)}})  # noqa: S102 - the YAML's own script
-    except PartialDataError:
-        raise
     except Exception as e:  # network, disk or archive errors from the script: one line, not a traceback
+        remove_empty_new(root.parent, before)
+        if isinstance(e, PartialDataError):
+            raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise PartialDataError(f"{path}: download failed: {type(e).__name__}: {first}") from e
     check_image_sources(path, cfg)
     return root
+
+
+def remove_empty_new(parent: Path, before: set[Path]) -> None:
+    """Remove the folders a failed download created under `parent` that hold no file (at any depth): a failed download
+    leaves nothing behind, while partial downloads (files) stay for Ultralytics' scripts to resume."""
+    if not parent.is_dir():
+        return
+    for p in set(parent.iterdir()) - before:
+        if p.is_dir() and not any(f.is_file() for f in p.rglob("*")):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def run_download(args: dict) -> None:

@@ -14,6 +14,12 @@ from .errors import PartialConfigError
 MARKER = ".yolo-partial.json"  # marks a folder written by yolo-partial, so re-running may replace it
 
 
+def cache_root() -> Path:
+    """yolo-partial's own cache folder: $YOLO_PARTIAL_CACHE, else ~/.cache/yolo-partial (the embedded dataset, label
+    caches)."""
+    return Path(os.environ.get("YOLO_PARTIAL_CACHE") or Path.home() / ".cache" / "yolo-partial")
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write text to path through a temporary sibling file, so readers never see a half-written file."""
     path = Path(path)
@@ -43,12 +49,16 @@ def atomic_dir(out: str | Path, producer: dict) -> Iterator[Path]:
     """
     out = Path(out).expanduser().absolute()
     check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     for stale in (tmp, old):  # left by an earlier crashed run that had our pid
         shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:  # name the user's folder, not the temporary sibling
+        raise PartialConfigError(f"out={out} cannot be written ({e.strerror or e}): expected a folder in a writable "
+                                 f"place") from None
     try:
         yield tmp
         (tmp / MARKER).write_text(json.dumps(producer, indent=1, sort_keys=True))

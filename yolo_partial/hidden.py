@@ -161,6 +161,27 @@ def _predictions(result) -> torch.Tensor:
     return torch.cat([b.cls[:, None], b.xywhn, b.conf[:, None]], 1).float().cpu()
 
 
+def check_manifest_for(manifest: Manifest, data_yaml: str | Path) -> None:
+    """Raise a one-line error unless every image of the manifest is a train image of the dataset and every class is
+    one of its classes: a manifest written for another dataset would otherwise give meaningless recall."""
+    from .labels import class_names
+    from .split import train_set
+
+    data_yaml = Path(data_yaml)
+    cfg = load_yaml(data_yaml, "data YAML")
+    nc = len(class_names(data_yaml, cfg))
+    images = {os.path.realpath(p) for p in train_set(data_yaml, cfg, dataset_root(data_yaml, cfg)).images.values()}
+    foreign = [k for k in manifest.boxes if os.path.realpath(k) not in images]
+    if foreign:
+        raise PartialDataError(
+            f"{manifest.path}: {len(foreign)} of {len(manifest.boxes)} images with hidden boxes are not train images of "
+            f"{data_yaml} (first {foreign[0]}): expected the manifest written by split for this dataset")
+    classes = {int(c) for boxes in manifest.boxes.values() for c in boxes[:, 0]}
+    if classes and max(classes) >= nc:
+        raise PartialDataError(f"{manifest.path}: hidden boxes of class {max(classes)}, but {data_yaml} has {nc} classes: "
+                               f"expected the manifest written for this dataset")
+
+
 def _check_images(manifest: Manifest, files: list[str]) -> None:
     """Raise a one-line error naming the first image of the manifest that does not exist, and how many are missing."""
     missing = [f for f in files if not os.path.isfile(f)]

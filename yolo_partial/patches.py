@@ -3,12 +3,16 @@ ultralytics/utils/patches.py). Each is idempotent and leaves stock behaviour unc
 
 - `check_font` / `check_amp` (installed by the trainer when offline): local answers instead of downloads.
 - `strip_optimizer` (around the final evaluation): written through a temporary file, so a kill leaves last.pt whole.
-- `parse_model` (on import of yolo_partial.models): builds the YOLOv5 objectness head's YAML rows.
+- `parse_model` (on import of yolo_partial): builds the YOLOv5 objectness head's YAML rows.
+- `YOLODataset._load_or_scan_cache` (trainer and CLI): label caches live in yolo-partial's cache folder, not beside
+  the user's labels.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +22,7 @@ from ultralytics.nn import tasks
 from ultralytics.utils import LOGGER
 
 from .models.objectness import ObjectnessDetect
+from .fileio import cache_root
 from .offline import offline
 
 
@@ -87,13 +92,29 @@ def _strip_atomic(strip, f, s: str = "", updates: dict | None = None) -> dict:
     """Call Ultralytics' strip_optimizer writing into a temporary sibling file, then move it over the destination."""
     dst = Path(s or f)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    rename = _Rename(str(tmp), str(dst))  # its log line names the file users will find, not the temporary
+    LOGGER.addFilter(rename)
     try:
         ckpt = strip(f, str(tmp), updates)
         if ckpt:  # an empty dict: not a checkpoint, nothing was written
             os.replace(tmp, dst)
         return ckpt
     finally:
+        LOGGER.removeFilter(rename)
         tmp.unlink(missing_ok=True)
+
+
+class _Rename(logging.Filter):
+    """A log filter replacing one path by another in the messages it passes."""
+
+    def __init__(self, old: str, new: str):
+        super().__init__()
+        self.old, self.new = old, new
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and self.old in record.msg:
+            record.msg = record.msg.replace(f"{self.new}, saved as {self.old},", f"{self.new},").replace(self.old, self.new)
+        return True
 
 
 def _with_objectness_head(parse_model):
@@ -121,3 +142,34 @@ def install_objectness_parser() -> None:
     and then replaced by the objectness head. Once per process; every other YAML passes through unchanged."""
     if not hasattr(tasks.parse_model, "__wrapped__"):
         tasks.parse_model = _with_objectness_head(tasks.parse_model)
+
+
+def relocate_label_cache() -> None:
+    """Make Ultralytics keep its `labels/<split>.cache` files in yolo-partial's cache folder.
+
+    Ultralytics writes the cache beside the label folder, i.e. into the user's dataset (for a split copy, into the
+    source its val/test point at): a dataset given to yolo-partial is never written to. The cache is validated by a hash
+    of the label and image paths, sizes and mtimes, so keeping it elsewhere reuses it exactly when Ultralytics would;
+    its file name is keyed by the label folder's absolute path.
+    """
+    from ultralytics.data.dataset import YOLODataset
+
+    load = YOLODataset._load_or_scan_cache
+    if getattr(load, "_yolo_partial", False):
+        return
+
+    @functools.wraps(load)
+    def relocated(self, cache_path: Path, cache_hash: str):
+        return load(self, label_cache_path(cache_path), cache_hash)
+
+    relocated._yolo_partial = True
+    YOLODataset._load_or_scan_cache = relocated
+
+
+def label_cache_path(cache_path: str | Path) -> Path:
+    """Where the label cache Ultralytics would write at `cache_path` lives instead (its parent folder is created)."""
+    cache_path = Path(cache_path).absolute()
+    key = hashlib.sha1(str(cache_path.parent).encode()).hexdigest()[:16]
+    out = cache_root() / "label-caches" / f"{key}-{cache_path.name}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out

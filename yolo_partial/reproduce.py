@@ -73,7 +73,7 @@ def run_reproduce(args: dict[str, Any]) -> Path:
 
     Returns the sweep folder, holding table.csv, table.md, table.png and one folder per row.
     """
-    from .keys import PartialConfigError
+    from .errors import PartialConfigError
 
     table_name = args.pop("table", None)
     if table_name not in TABLES:

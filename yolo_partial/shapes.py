@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .fileio import hardlink_or_copy
+from .fileio import cache_root, hardlink_or_copy
 from .labels import MANIFEST_FORMAT, data_yaml_text, read_label_file
 
 SHAPES_VERSION = 2  # 2: manifest "root" field and the partial YAML's hidden: key
@@ -270,7 +270,7 @@ def ensure_shapes(variant: str = "partial", cache_dir=None) -> Path:
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown shapes variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    cache = Path(cache_dir or os.environ.get("YOLO_PARTIAL_CACHE") or Path.home() / ".cache" / "yolo-partial")
+    cache = Path(cache_dir) if cache_dir else cache_root()
     root = generate(cache / f"shapes-v{SHAPES_VERSION}")
     return root.parent / f"{variant}.yaml"
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from copy import copy
+from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from ultralytics.cfg import cfg2dict
 from ultralytics.models import yolo
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .data import check_dropped_labels, drop_zero_area_boxes, find_cfg, load_yaml, resolve_data
+from .data import check_dropped_labels, drop_zero_area_boxes, find_cfg, load_yaml, resolve_data, warn_large_images
 from .errors import PartialConfigError
 from .hidden_labels import manifest_path
 from .keys import METHOD_DEFAULTS, METHOD_KEYS, check_method_args, coerce
@@ -23,7 +26,7 @@ from .losses.criterion import partial_criterion
 from .losses.registry import build_methods
 from .models import resolve_model
 from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
-from .patches import install_offline_guards, strip_optimizer_atomic
+from .patches import install_offline_guards, relocate_label_cache, strip_optimizer_atomic
 
 
 class PartialDetectionTrainer(DetectionTrainer):
@@ -47,6 +50,10 @@ class PartialDetectionTrainer(DetectionTrainer):
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         install_offline_guards()
+        relocate_label_cache()
+        # Pillow warns (without naming the file) about large images while Ultralytics scans them; warn_large_images
+        # says it once, with the file
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         overrides = dict(overrides or {})
         if overrides.get("cfg"):  # a path or a shipped name (brl.yaml); its keys give way to the explicit ones
             path = find_cfg(overrides["cfg"])
@@ -61,10 +68,14 @@ class PartialDetectionTrainer(DetectionTrainer):
             # Ultralytics creates the run folder between setting save_dir and the checkpoint paths: only a failure
             # there is the user's unwritable project folder, anything else keeps its traceback
             if "save_dir" not in self.__dict__ or "last" in self.__dict__:
+                self._remove_unstarted_run()
                 raise
             raise PartialConfigError(
                 f"cannot create the run folder {self.save_dir} ({e.strerror or e}): expected project= to name a "
                 f"writable folder") from None
+        except BaseException:
+            self._remove_unstarted_run()
+            raise
         keys = check_method_args(vars(self.args))  # the one validation; resume restored the checkpoint's args
         for k, v in keys.items():
             setattr(self.args, k, v)
@@ -72,6 +83,25 @@ class PartialDetectionTrainer(DetectionTrainer):
         # decided here, once: the losses and methods never look at files themselves
         self.hidden_manifest = manifest_path(self.args.data)
         self.guard = NonFiniteGuard(self.args.nan_patience)
+
+    def train(self):
+        """Ultralytics' training; a run that fails before writing its first checkpoint leaves no run folder behind."""
+        try:
+            return super().train()
+        except BaseException:
+            self._remove_unstarted_run()
+            raise
+
+    def _remove_unstarted_run(self) -> None:
+        """Delete this run's folder if training never got to write anything in it but Ultralytics' args.yaml, so a run
+        that failed on bad input leaves no debris and does not shift the trainN numbering. Resumed runs are kept."""
+        save_dir = self.__dict__.get("save_dir")
+        if not save_dir or getattr(self, "resume", False) or not Path(save_dir).is_dir():
+            return
+        kept = {"args.yaml", "weights"}
+        if any(p.name not in kept for p in Path(save_dir).iterdir()) or any((Path(save_dir) / "weights").glob("*")):
+            return
+        shutil.rmtree(save_dir, ignore_errors=True)
 
     @property
     def loss(self):
@@ -134,6 +164,7 @@ class PartialDetectionTrainer(DetectionTrainer):
         dataset = super().build_dataset(img_path, mode, batch)
         check_dropped_labels(dataset)
         drop_zero_area_boxes(dataset)
+        warn_large_images(dataset)
         for m in self.methods:
             m.setup_dataset(dataset, mode, self)
         return dataset

@@ -240,7 +240,15 @@ def convert_dusia(
             for split, rows in pending.items():
                 (tmp / "to_extract" / f"{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
         header = "# DUSIA converted by yolo-partial: frames cropped to their bottom half (SPEC section 5)\n"
-        yaml_text = data_yaml_text({s: f"images/{s}" for s in LISTS}, CLASSES, header)
+        fields = {s: f"images/{s}" for s in LISTS}
+        if pending:  # training on this folder says which frames are missing and the command that extracts them
+            n = ", ".join(f"{len(rows)} {split}" for split, rows in pending.items())
+            fields["obtain"] = (
+                f"the DUSIA frames are not extracted yet ({n} frames, listed in {{root}}/to_extract/<split>.txt): run "
+                f"`yolo-partial convert dusia annotations={sources['annotations'].absolute()} "
+                f"lists={sources['lists'].absolute()} videos=DIR out={Path(out).absolute()}` with DIR holding the "
+                f"<video>.mp4 files from the dataset's authors")
+        yaml_text = data_yaml_text(fields, CLASSES, header)
         (tmp / "data.yaml").write_text(yaml_text, encoding="utf-8")
     summary = {
         "out": str(Path(out).absolute()),
