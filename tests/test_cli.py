@@ -104,7 +104,8 @@ def _train_argv(data, tmp_path):
 @pytest.mark.parametrize(
     "line, reason",
     [("0 0.5 0.5 0.2", "has 4 fields, not 5"), ("0 0.5 1.7 0.2 0.2", "coordinate 1.7 outside [0, 1]"),
-     ("9 0.5 0.5 0.2 0.2", "class 9, outside [0, 7)"), ("0 nan 0.5 0.2 0.2", "NaN or infinite")],  # fmt: skip
+     ("9 0.5 0.5 0.2 0.2", "class 9, outside [0, 7)"), ("0 nan 0.5 0.2 0.2", "NaN or infinite"),
+     ("1.5 0.5 0.5 0.2 0.2", "class 1.5, not an integer")],  # fmt: skip
 )
 def test_malformed_label_names_the_file(aquarium_copy, tmp_path, capsys, line, reason):
     label = sorted((aquarium_copy.parent / "labels" / "train").iterdir())[1]

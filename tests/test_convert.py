@@ -468,3 +468,13 @@ def test_cli_convert(capsys, devkit, tmp_path):
     assert "crowd=maybe is invalid" in one_line_error(
         capsys, "convert", "coco", "annotations=a", "images=b", "out=c", "crowd=maybe"
     )
+
+
+def test_training_before_frames_are_extracted_says_how(dusia, capsys):
+    """`convert dusia` without videos= writes labels only: training on it names the missing frames and the command."""
+    out, summary, _ = dusia
+    line = one_line_error(capsys, "train", f"data={out / 'data.yaml'}", "epochs=1", f"project={out.parent / 'runs'}")
+    assert "the DUSIA frames are not extracted yet" in line and f"listed in {out}/to_extract/<split>.txt" in line
+    assert f"yolo-partial convert dusia annotations={DUSIA / 'cvat_annos'}" in line and f"out={out}" in line
+    assert "videos=DIR" in line and "\x1b[" not in line
+    assert not (out.parent / "runs").exists()

@@ -174,9 +174,10 @@ def run(mode: str, args: dict[str, Any]) -> None:
         if args.get("data"):  # else the checkpoint's own dataset, as with `yolo val`
             args["data"] = resolve_data(args["data"])
         yolo = load_model(model)
+        manifest = hidden_manifest(yolo, hidden, args) if hidden not in (None, False) else None  # checked first
         metrics = yolo.val(**args)
-        if hidden not in (None, False):
-            report_hidden(yolo, hidden, args, Path(metrics.save_dir))
+        if manifest is not None:
+            report_hidden(yolo, manifest, args, Path(metrics.save_dir))
     elif mode == "predict":
         if "source" not in args:
             raise PartialConfigError("predict needs source=PATH: expected an image, folder, video or glob")
@@ -186,17 +187,12 @@ def run(mode: str, args: dict[str, Any]) -> None:
         load_model(model).export(**args)
 
 
-def report_hidden(yolo, hidden: Any, args: dict[str, Any], save_dir: Path) -> None:
-    """Print hidden-object recall after `val` and save it as hidden_recall.json in the val run folder.
-
-    `hidden` is a manifest path, or True for the manifest named by the data YAML's `hidden:` key.
-    """
-    import json
-
+def hidden_manifest(yolo, hidden: Any, args: dict[str, Any]):
+    """The hidden-box manifest `val hidden=` names (a path, or True for the data YAML's `hidden:` key), checked against
+    the dataset before anything runs."""
     from .data import resolve_data
-    from .fileio import write_text_atomic
     from .errors import PartialConfigError
-    from .hidden import check_manifest_for, find_manifest, format_recall, hidden_recall, load_manifest
+    from .hidden import check_manifest_for, find_manifest, load_manifest
 
     data = args.get("data") or yolo.overrides.get("data") or yolo.ckpt.get("train_args", {}).get("data")
     data = resolve_data(data) if data else None
@@ -207,6 +203,16 @@ def report_hidden(yolo, hidden: Any, args: dict[str, Any], save_dir: Path) -> No
     manifest = load_manifest(hidden)
     if data and Path(data).is_file():
         check_manifest_for(manifest, data)
+    return manifest
+
+
+def report_hidden(yolo, manifest, args: dict[str, Any], save_dir: Path) -> None:
+    """Print hidden-object recall after `val` and save it as hidden_recall.json in the val run folder."""
+    import json
+
+    from .fileio import write_text_atomic
+    from .hidden import format_recall, hidden_recall
+
     kw = {k: args[k] for k in ("imgsz", "batch", "device", "conf") if args.get(k) is not None}
     if "imgsz" not in kw:
         kw["imgsz"] = yolo.overrides.get("imgsz") or yolo.ckpt.get("train_args", {}).get("imgsz", 640)

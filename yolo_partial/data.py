@@ -135,6 +135,28 @@ def any_image(folder: Path) -> bool:
     return any(f.suffix[1:].lower() in IMG_FORMATS for f in folder.rglob("*.*"))
 
 
+def explain_no_valid_images(img_path: str | list[str], nc: int) -> None:
+    """Raise the one-line reason why Ultralytics found no valid image in `img_path` (a folder, list file or several)."""
+    from ultralytics.data.utils import img2label_paths
+
+    sources = img_path if isinstance(img_path, list) else [img_path]
+    images = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            images += sorted(str(f) for f in src.rglob("*.*") if f.suffix[1:].lower() in IMG_FORMATS)
+        elif src.is_file():
+            images += [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    for im_file in images:
+        lb_file = Path(img2label_paths([im_file])[0])
+        problem = label_problem(lb_file, nc) if lb_file.is_file() else None
+        if problem:
+            raise PartialDataError(f"{lb_file}: malformed labels: {problem}; expected {LABEL_FORMAT} (nc={nc}) "
+                                   f"(every image of {img_path} was rejected)")
+        reason = image_problem(im_file) if Path(im_file).is_file() else "file not found"
+        if reason:
+            raise PartialDataError(f"{im_file}: rejected image: {reason} (every image of {img_path} was rejected)")
+
+
 def check_dropped_labels(dataset) -> None:
     """Raise a one-line error naming the first label file or image that Ultralytics' scan rejected as corrupt.
 

@@ -18,7 +18,8 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .data import check_dropped_labels, drop_zero_area_boxes, find_cfg, load_yaml, resolve_data, warn_large_images
+from .data import (check_dropped_labels, drop_zero_area_boxes, explain_no_valid_images, find_cfg, load_yaml,
+                   resolve_data, warn_large_images)
 from .errors import PartialConfigError
 from .hidden_labels import manifest_path
 from .keys import METHOD_DEFAULTS, METHOD_KEYS, check_method_args, coerce
@@ -58,6 +59,8 @@ class PartialDetectionTrainer(DetectionTrainer):
         if overrides.get("cfg"):  # a path or a shipped name (brl.yaml); its keys give way to the explicit ones
             path = find_cfg(overrides["cfg"])
             overrides = {**load_yaml(path, "cfg file"), **overrides, "cfg": str(path)}
+        project = overrides.get("project")
+        self._new_project = Path(project) if project and not Path(project).exists() else None  # removed with its run
         for k in METHOD_KEYS.keys() & overrides.keys():
             overrides[k] = coerce(k, overrides[k])
         if not overrides.get("resume"):
@@ -102,6 +105,9 @@ class PartialDetectionTrainer(DetectionTrainer):
         if any(p.name not in kept for p in Path(save_dir).iterdir()) or any((Path(save_dir) / "weights").glob("*")):
             return
         shutil.rmtree(save_dir, ignore_errors=True)
+        project = self.__dict__.get("_new_project")
+        if project is not None and project.is_dir() and not any(project.iterdir()):
+            project.rmdir()
 
     @property
     def loss(self):
@@ -161,7 +167,13 @@ class PartialDetectionTrainer(DetectionTrainer):
 
         Each method may then adapt it (e.g. Co-mining's hidden boxes carried through augmentation).
         """
-        dataset = super().build_dataset(img_path, mode, batch)
+        try:
+            dataset = super().build_dataset(img_path, mode, batch)
+        except RuntimeError as e:  # Ultralytics rejected every image: say why for the first one
+            if "No valid images found" not in str(e):
+                raise
+            explain_no_valid_images(img_path, len(self.data["names"]))
+            raise
         check_dropped_labels(dataset)
         drop_zero_area_boxes(dataset)
         warn_large_images(dataset)
