@@ -62,6 +62,13 @@ class Terms:
     box_fg: torch.Tensor  # (B, A) bool, anchors in the box terms
     box_scores: torch.Tensor  # (B, A, C) box-term weights (their sum over C weights each anchor)
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # per-batch counts, logged as non-loss items
+    # (B, A, C) bool or None: the background term of class c at anchor a is known to be right (the image labels c
+    # exhaustively there, or verified it absent). Methods that relax background terms (BRL, BPR, pseudo labels) leave
+    # these alone. None: nothing is known, every class may be missing anywhere (random partial labels).
+    asserted: torch.Tensor | None = None
+    # (B, A, C) bool or None: background terms nobody asserts (class-partial labels, ignore regions, a teacher's
+    # uncertain boxes), dropped by the loss after every method ran; positive terms are never dropped
+    bg_ignore: torch.Tensor | None = None
     _max_iou: torch.Tensor | None = None
 
     def max_iou(self) -> torch.Tensor:
@@ -69,6 +76,18 @@ class Terms:
         if self._max_iou is None:
             self._max_iou = self.a.max_iou()
         return self._max_iou
+
+    def ignore_background(self, mask: torch.Tensor) -> None:
+        """Drop the background terms of (B, A, C) or (B, A) `mask` (a (B, A) mask means every class): the one way
+        methods leave terms out of the background, so that ignore regions and uncertain boxes share it."""
+        mask = mask[..., None].expand_as(self.cls_elem) if mask.dim() == 2 else mask
+        self.bg_ignore = mask if self.bg_ignore is None else self.bg_ignore | mask
+
+    def classification(self) -> torch.Tensor:
+        """(B, A, C) classification elements with the ignored background terms removed (targets <= 0 there)."""
+        if self.bg_ignore is None:
+            return self.cls_elem
+        return self.cls_elem.masked_fill(self.bg_ignore & (self.targets <= 0), 0.0)
 
 
 class Method:

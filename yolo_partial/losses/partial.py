@@ -69,7 +69,8 @@ class PartialDetectionLoss(v8DetectionLoss):
         t = Terms(a, self.bce(a.pred_scores, targets), targets, a.fg_mask, a.target_scores)  # (B, A, C) stock BCE
         for m in self.methods:
             m.apply(t)
-        cls_elem = t.cls_elem if self.class_weights is None else t.cls_elem * self.class_weights
+        cls_elem = t.classification()
+        cls_elem = cls_elem if self.class_weights is None else cls_elem * self.class_weights
 
         loss = torch.zeros(3, device=self.device)
         loss[1] = cls_elem.sum() / a.target_scores_sum
