@@ -153,8 +153,26 @@ def _ref_focal(x, t, gamma=2.0, alpha=0.25):
     return ce * (1 - p_t) ** gamma * a_t
 
 
+def _ref_bce(x, t):
+    p = 1 / (1 + math.exp(-x))
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+def _ref_brl_bce(x, t, fg, iou, *, brl_t, brl_iou, weight, mode="mirror"):
+    """Element-wise BRL on the head's BCE in Python floats: BCE everywhere, BCE's positive term -log p on confident
+    confusion anchors (nothing in mode zero), the confusion term times weight."""
+    if fg or iou >= brl_iou:
+        return _ref_bce(x, t)
+    p = 1 / (1 + math.exp(-x))
+    if 1 - p >= brl_t:
+        v = -math.log(1 - p)
+    else:
+        v = -math.log(p) if mode == "mirror" else 0.0
+    return v * weight
+
+
 def _ref_brl(x, t, fg, iou, *, brl_t, brl_iou, weight, mode="mirror", gamma=2.0, alpha=0.25):
-    """Element-wise BRL (SPEC section 3) in Python floats."""
+    """Element-wise BRL (SPEC section 3) on the paper's focal base, in Python floats."""
     if fg or iou >= brl_iou:
         return _ref_focal(x, t, gamma, alpha)
     p = 1 / (1 + math.exp(-x))
@@ -422,7 +440,7 @@ def _ref_brl_tensor(**kw):
 
 @pytest.mark.parametrize("brl_t,weight", [(0.5, 0.1), (0.3, 0.1), (0.5, 1.0), (0.9, 0.25)])
 def test_brl_elementwise_reference(brl_t, weight):
-    got, stats = BackgroundRecalibration(brl_t, 0.1, weight, "mirror", 2.0, 0.25).loss(
+    got, stats = BackgroundRecalibration(brl_t, 0.1, weight, "mirror", 2.0, 0.25, base="focal", gain=1.0).loss(
         BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG
     )
     exp = _ref_brl_tensor(brl_t=brl_t, brl_iou=0.1, weight=weight)
@@ -434,16 +452,16 @@ def test_brl_elementwise_reference(brl_t, weight):
 
 
 def test_brl_stats_handmade():
-    _, stats = BackgroundRecalibration(0.5, 0.1, 0.1, "mirror", 2.0, 0.25).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
+    _, stats = BackgroundRecalibration(0.5, 0.1, 0.1, "mirror", 2.0, 0.25, base="focal", gain=1.0).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
     # anchor 1 has p > 0.5 on classes 0 and 2; anchor 3 has every p < 0.5
     assert stats["brl_conf"] == 2 and stats["brl_recal"] == 1
-    _, stats = BackgroundRecalibration(0.5, 0.4, 0.1, "mirror", 2.0, 0.25).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
+    _, stats = BackgroundRecalibration(0.5, 0.4, 0.1, "mirror", 2.0, 0.25, base="focal", gain=1.0).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
     # brl_iou 0.4 also makes anchor 2 (IoU 0.3, p > 0.5 on class 0) a recalibrated confusion anchor
     assert stats["brl_conf"] == 3 and stats["brl_recal"] == 2
 
 
 def test_brl_t0_weight1_is_plain_focal():
-    got, stats = BackgroundRecalibration(0.0, 0.1, 1.0, "mirror", 2.0, 0.25).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
+    got, stats = BackgroundRecalibration(0.0, 0.1, 1.0, "mirror", 2.0, 0.25, base="focal", gain=1.0).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
     exp = torch.zeros(1, 4, 3, dtype=torch.float64)
     for i in range(4):
         for c in range(3):
@@ -453,8 +471,8 @@ def test_brl_t0_weight1_is_plain_focal():
 
 
 def test_brl_zero_mode():
-    mirror, _ = BackgroundRecalibration(0.5, 0.1, 0.1, "mirror", 2.0, 0.25).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
-    zero, stats = BackgroundRecalibration(0.5, 0.1, 0.1, "zero", 2.0, 0.25).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
+    mirror, _ = BackgroundRecalibration(0.5, 0.1, 0.1, "mirror", 2.0, 0.25, base="focal", gain=1.0).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
+    zero, stats = BackgroundRecalibration(0.5, 0.1, 0.1, "zero", 2.0, 0.25, base="focal", gain=1.0).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
     recal = torch.zeros(1, 4, 3, dtype=torch.bool)
     recal[0, 1, 0] = recal[0, 1, 2] = True  # confusion anchor 1, p > 0.5
     assert torch.all(zero[recal] == 0)
@@ -468,7 +486,7 @@ def test_brl_zero_mode():
 def test_brl_gradient_sign(logit, sign):
     """Mirror mode on a confusion anchor: with p > 1 - t descent raises p (negative gradient); else it lowers p."""
     x = torch.tensor([[[logit]]], requires_grad=True)
-    brl = BackgroundRecalibration(0.5, 0.1, 0.1, "mirror", 2.0, 0.25)
+    brl = BackgroundRecalibration(0.5, 0.1, 0.1, "mirror", 2.0, 0.25, base="focal", gain=1.0)
     loss, _ = brl.loss(x, torch.zeros(1, 1, 1), torch.tensor([[0.0]]), torch.tensor([[False]]))
     loss.sum().backward()
     assert x.grad.item() * sign > 0
@@ -483,7 +501,7 @@ def test_brl_through_loss_matches_reference(nets, head):
     """The cls term with brl=True is the Python-float BRL over every anchor x class, / target_scores_sum."""
     net = nets[head]
     kw = dict(brl_t=0.995, brl_iou=0.2, brl_weight=0.5)  # no p within 1e-5 of 1 - t here
-    loss = net.single(brl=True, **kw)
+    loss = net.single(brl=True, brl_base="focal", brl_gain=1.0, **kw)
     a, iou = _assignment(net, loss)
     logits, targets, fg = a.pred_scores.double(), a.target_scores.double(), a.fg_mask
     total, n_recal = 0.0, 0
@@ -517,6 +535,102 @@ def test_brl_full_criterion_backward(nets, head):
     grads = [p.grad for p in net.m.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("brl_t,weight,mode", [(0.5, 0.1, "mirror"), (0.3, 1.0, "mirror"), (0.9, 0.25, "zero")])
+def test_brl_bce_elementwise_reference(brl_t, weight, mode):
+    got, stats = BackgroundRecalibration(brl_t, 0.1, weight, mode, 2.0, 0.25).loss(BRL_LOGITS, BRL_TARGETS, BRL_IOU, BRL_FG)
+    exp = torch.zeros(1, 4, 3, dtype=torch.float64)
+    for i in range(4):
+        for c in range(3):
+            exp[0, i, c] = _ref_brl_bce(float(BRL_LOGITS[0, i, c]), float(BRL_TARGETS[0, i, c]), bool(BRL_FG[0, i]),
+                                        float(BRL_IOU[0, i]), brl_t=brl_t, brl_iou=0.1, weight=weight, mode=mode)
+    torch.testing.assert_close(got, exp, atol=1e-9, rtol=0)
+    assert stats["brl_conf"] == 2
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_brl_bce_neutral_knobs_equal_stock(nets, head):
+    """brl_base=bce with t=0 and weight 1 changes nothing: the head's own loss, exactly."""
+    net = nets[head]
+    got, _ = net.criterion(brl=True, brl_t=0.0, brl_weight=1.0)(net.preds, net.batch)
+    stock, _ = net.criterion(stock=True)(net.preds, net.batch)
+    assert torch.equal(got, stock)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_brl_bce_through_loss_matches_reference(nets, head):
+    """Only confusion anchors differ from the stock BCE, as the Python-float reference computes them."""
+    net = nets[head]
+    kw = dict(brl_t=0.995, brl_iou=0.2, brl_weight=0.5)
+    loss = net.single(brl=True, **kw)
+    a, iou = _assignment(net, loss)
+    total = sum(_ref_brl_bce(x, t, bool(a.fg_mask[b, i]), float(iou[b, i]), brl_t=kw["brl_t"], brl_iou=kw["brl_iou"],
+                             weight=kw["brl_weight"])
+                for b in range(BS) for i in range(a.pred_scores.shape[1])
+                for x, t in zip(a.pred_scores[b, i].double().tolist(), a.target_scores[b, i].double().tolist()))
+    got, _ = loss.loss(net.pd, net.batch)
+    tss = float(a.target_scores.sum().clamp(min=1))
+    assert float(got[1]) == pytest.approx(total / tss * DEFAULT_CFG_DICT["cls"] * BS, rel=1e-4)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_brl_focal_gain_matches_stock_magnitude_on_the_first_batch(nets, head):
+    net = nets[head]
+    loss = net.single(brl=True, brl_base="focal")
+    got, _ = loss.loss(net.pd, net.batch)
+    stock, _ = net.single(stock=True).loss(net.pd, net.batch)
+    assert float(got[1]) == pytest.approx(float(stock[1]), rel=1e-4)  # the rule: equal on the first batch
+    gain = loss.method("brl").gain
+    assert gain > 1  # focal terms of a fresh head are smaller than its BCE terms
+    loss.loss(_detach(net.m(torch.rand_like(net.img))) if not net.e2e else net.pd, net.batch)
+    assert loss.method("brl").gain == gain  # measured once, then fixed
+    fixed = net.single(brl=True, brl_base="focal", brl_gain=2.0)
+    fixed.loss(net.pd, net.batch)
+    assert fixed.method("brl").gain == 2.0
+
+
+def test_prior_iou_matches_an_independent_computation(nets):
+    from yolo_partial.losses.method import PRIOR_SCALE, Terms
+
+    net = nets["yolov8n.yaml"]
+    loss = net.single()
+    a = loss.assign(net.pd, net.batch)
+    t = Terms(a, a.pred_scores, a.target_scores, a.fg_mask, a.target_scores)
+    pts, st = a.anchor_points * a.stride_tensor, a.stride_tensor
+    prior = torch.cat((pts - st * PRIOR_SCALE / 2, pts + st * PRIOR_SCALE / 2), 1)  # (A, 4) pixels
+    exp = _ref_max_iou(prior[None].expand(BS, -1, -1).contiguous(), net.batch)
+    torch.testing.assert_close(t.prior_iou(), exp, atol=1e-5, rtol=0)
+    assert t.region_iou("prior") is t.prior_iou() and t.region_iou("pred") is t.max_iou()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_brl_prior_region_counts_prior_confusion(nets, head):
+    from yolo_partial.losses.method import Terms
+
+    net = nets[head]
+    loss = net.single(brl=True, brl_region="prior", brl_iou=0.3)
+    a = loss.assign(net.pd, net.batch)
+    prior = Terms(a, a.pred_scores, a.target_scores, a.fg_mask, a.target_scores).prior_iou()
+    _, items = loss.loss(net.pd, net.batch)
+    assert items["brl_conf"] == int((~a.fg_mask & (prior < 0.3)).sum())
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_empty_images_are_verified_background_unless_partial_empty(nets, head):
+    """An image without labels gets no confusion anchors and no BPR drops by default; partial_empty relaxes it too."""
+    net = nets[head]
+    batch = {**net.batch, "batch_idx": torch.zeros(2), "cls": GT_CLS[:2].clone(), "bboxes": GT_XYWH[:2].clone()}
+    n_anchor = net.pd["scores"].shape[-1]
+    for empty_too in (False, True):
+        _, items = net.single(brl=True, drop_neg_obj=1.0, partial_empty=empty_too).loss(net.pd, batch)
+        a = net.single().assign(net.pd, batch)
+        in_image0 = int((~a.fg_mask[0]).sum())
+        if empty_too:
+            assert items["obj_drop"] > in_image0 and items["brl_conf"] > 0
+        else:
+            assert items["obj_drop"] <= in_image0 and items["brl_conf"] <= in_image0
+        assert items["obj_drop"] <= in_image0 + (n_anchor if empty_too else 0)
 
 
 # ----------------------------------------------------------------------------------------------- 6. SCB
@@ -599,11 +713,37 @@ def test_all_policies_compose(nets, head, mode):
 
 @pytest.mark.parametrize("head", HEADS)
 def test_bpr_brl_empty_batch(nets, head):
-    """BPR and BRL on a batch without GT: every anchor is a negative / confusion anchor; the loss stays finite."""
+    """BPR and BRL on a batch without GT: verified background by default (nothing relaxed, the stock loss); with
+    partial_empty every anchor is a negative / confusion anchor; the loss stays finite."""
     net = nets[head]
     n_anchors = net.pd["scores"].shape[-1]
     loss, items = net.criterion(drop_neg_obj=0.5, drop_neg_box=0.5, brl=True)(net.preds, net.empty)
+    assert torch.equal(loss, net.criterion(stock=True)(net.preds, net.empty)[0])
+    assert items["brl_conf"] == 0 and items["obj_drop"] == 0
+    loss, items = net.criterion(drop_neg_obj=0.5, drop_neg_box=0.5, brl=True, partial_empty=True)(net.preds, net.empty)
     assert torch.isfinite(loss).all()
     assert loss[0] == 0 and loss[2] == 0
     assert items["brl_conf"] == BS * n_anchors
     assert items["obj_drop"] == math.floor(0.5 * BS * n_anchors + 0.5) and items["box_drop"] == 0
+
+
+def test_scb_inside_count_falls_monotonically_with_object_size():
+    """scb_count=inside: W_i of one object falls strictly as it grows from 8 to 120 px (assigned counts cap at 10)."""
+    from yolo_partial.losses.scb import anchors_inside_gt
+
+    imgsz, strides = 160, (8, 16, 32)
+    points = torch.cat([torch.stack(torch.meshgrid(torch.arange(imgsz // s), torch.arange(imgsz // s), indexing="xy"),
+                                    -1).reshape(-1, 2).float().add(0.5) * s for s in strides])  # (A, 2) pixels
+    scb = ScaleBalance(1.0, 3.0, False, "inside")
+    weights = []
+    for side in range(8, 121, 8):
+        c = 80.3  # off the anchor grid, so no centre sits on an edge
+        gt = torch.tensor([[[c - side / 2, c - side / 2, c + side / 2, c + side / 2]]])
+        m = anchors_inside_gt(points, gt, torch.ones(1, 1, 1))
+        inside = (points[:, 0] > gt[0, 0, 0]) & (points[:, 0] < gt[0, 0, 2]) & (points[:, 1] > gt[0, 0, 1]) & (points[:, 1] < gt[0, 0, 3])
+        assert m.item() == inside.sum().item()  # independent count
+        fg = torch.zeros(1, len(points), dtype=torch.bool)
+        fg[0, :3] = True
+        w = scb.anchor_weights(fg, torch.zeros(1, len(points), dtype=torch.long), 1, m)
+        weights.append(float(w[0, 0]))
+    assert all(a > b for a, b in zip(weights, weights[1:])), weights

@@ -285,9 +285,8 @@ def test_scb_and_brl_terms():
     loss, _ = ObjectnessDetectionLoss(fake_model(nc, imgsz, scb=True))({"maps": maps}, batch_of(targets))
     torch.testing.assert_close(float(loss[2]), lcls * 0.5 * nc / 80 * 2, rtol=1e-5, atol=0)
 
-    loss, items = ObjectnessDetectionLoss(fake_model(nc, imgsz, brl=True, brl_t=0.0, brl_weight=0.5))(
-        {"maps": maps}, batch_of(targets)
-    )
+    loss, items = ObjectnessDetectionLoss(fake_model(nc, imgsz, brl=True, brl_t=0.0, brl_weight=0.5, brl_base="focal",
+                                                     brl_gain=1.0))({"maps": maps}, batch_of(targets))
     best, matched, _ = best_iou_and_matched(maps, targets, imgsz)
     _, _, tobjs = yolov5_loss(maps, targets, nc, imgsz)
     confusion, lobj, start = ~matched & (best < 0.1), 0.0, 0
@@ -301,6 +300,18 @@ def test_scb_and_brl_terms():
         start += x.shape[1]
     torch.testing.assert_close(float(loss[1]), lobj * (imgsz / 640) ** 2 * 2, rtol=1e-4, atol=0)
     assert int(items["brl_conf"]) == int(confusion.sum())
+
+    # brl_base=bce (the default): YOLOv5's objectness BCE everywhere, confusion cells scaled (t=0: nothing mirrored)
+    loss, items = ObjectnessDetectionLoss(fake_model(nc, imgsz, brl=True, brl_t=0.0, brl_weight=0.5))(
+        {"maps": maps}, batch_of(targets))
+    lobj, start = 0.0, 0
+    for level, (p, tobj) in enumerate(zip(maps, tobjs)):
+        x, t = p[..., 4].detach().reshape(2, -1).double(), tobj.reshape(2, -1).double()
+        q = x.sigmoid()
+        ce = -(t * q.log() + (1 - t) * (1 - q).log())
+        lobj += float(torch.where(confusion[:, start : start + x.shape[1]], ce * 0.5, ce).mean()) * BALANCE[level]
+        start += x.shape[1]
+    torch.testing.assert_close(float(loss[1]), lobj * (imgsz / 640) ** 2 * 2, rtol=1e-4, atol=0)
 
 
 def test_comining_is_a_one_line_error():

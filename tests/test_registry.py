@@ -11,7 +11,7 @@ from yolo_partial import assets
 from yolo_partial.data import find_cfg, find_data_yaml
 from yolo_partial.errors import PartialDataError
 from yolo_partial.keys import METHOD_DEFAULTS, METHOD_KEYS, method_args
-from yolo_partial.losses.method import Method
+from yolo_partial.losses.method import COMMON_KEYS, Method
 from yolo_partial.losses.registry import METHODS, build_methods
 from yolo_partial.models import resolve_model
 from yolo_partial.nonfinite import KEYS as GUARD_KEYS
@@ -45,7 +45,7 @@ def test_method_has_a_readme_row_for_each_key(method):
 
 
 def test_key_table_is_the_methods_plus_the_guard():
-    names = [k for m in METHODS for k in m.KEYS] + list(GUARD_KEYS)
+    names = [k for m in METHODS for k in m.KEYS] + list(COMMON_KEYS) + list(GUARD_KEYS)
     assert sorted(METHOD_KEYS) == sorted(names) and len(names) == len(set(names))
 
 

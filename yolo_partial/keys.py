@@ -12,13 +12,15 @@ from typing import Any
 
 from .errors import PartialConfigError
 from .keyspec import Key
+from .losses.method import COMMON_KEYS
 from .losses.registry import METHODS
 from .nonfinite import KEYS as GUARD_KEYS
 
 
 def _assemble() -> dict[str, Key]:
     table: dict[str, Key] = {}
-    for owner, keys in [*((m.__name__, m.KEYS) for m in METHODS), ("the non-finite guard", GUARD_KEYS)]:
+    owners = [*((m.__name__, m.KEYS) for m in METHODS), ("several methods", COMMON_KEYS), ("the non-finite guard", GUARD_KEYS)]
+    for owner, keys in owners:
         for name, key in keys.items():
             if name in table:  # a programming error: two methods claim one key
                 raise RuntimeError(f"method key '{name}' of {owner} is declared twice")

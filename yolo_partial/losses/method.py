@@ -21,8 +21,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..keyspec import Key
+from ..keyspec import Key, flag
 from .geometry import best_gt_iou
+
+PRIOR_SCALE = 4.0  # a fixed prior box: a square of 4 x stride centred on the anchor point (RetinaNet's base anchor)
+# keys several methods read; they belong to no single method
+COMMON_KEYS = {
+    "partial_empty": flag("treat images without any label as partially labelled: BRL and BPR relax them too (by "
+                          "default an empty label file marks a verified background image)"),
+}
 
 
 @dataclass
@@ -70,12 +77,32 @@ class Terms:
     # uncertain boxes), dropped by the loss after every method ran; positive terms are never dropped
     bg_ignore: torch.Tensor | None = None
     _max_iou: torch.Tensor | None = None
+    _prior_iou: torch.Tensor | None = None
 
     def max_iou(self) -> torch.Tensor:
         """(B, A) best-GT IoU of each anchor's decoded box, computed once per batch for every method that asks."""
         if self._max_iou is None:
             self._max_iou = self.a.max_iou()
         return self._max_iou
+
+    def prior_iou(self) -> torch.Tensor:
+        """(B, A) best-GT IoU of each anchor's fixed prior box (PRIOR_SCALE x stride square at its point): a region
+        that training does not move, unlike the decoded box of a background anchor, which no loss trains."""
+        if self._prior_iou is None:
+            a = self.a
+            half = a.stride_tensor * (PRIOR_SCALE / 2)  # (A, 1) pixels
+            centre = a.anchor_points * a.stride_tensor  # (A, 2) pixels
+            prior = torch.cat((centre - half, centre + half), 1)[None].expand(a.fg_mask.shape[0], -1, -1)
+            self._prior_iou = best_gt_iou(prior, a.gt_bboxes, a.mask_gt)
+        return self._prior_iou
+
+    def region_iou(self, region: str) -> torch.Tensor:
+        """(B, A) best-GT IoU of the region a method judges an anchor by: 'pred' (its decoded box) or 'prior'."""
+        return self.prior_iou() if region == "prior" else self.max_iou()
+
+    def labelled(self) -> torch.Tensor:
+        """(B, 1) bool: images with at least one label (the others are verified background unless partial_empty)."""
+        return self.a.mask_gt.bool().any(1)
 
     def ignore_background(self, mask: torch.Tensor) -> None:
         """Drop the background terms of (B, A, C) or (B, A) `mask` (a (B, A) mask means every class): the one way

@@ -139,14 +139,27 @@ class ObjectnessTerms:
     keep_match: torch.Tensor  # (n,) bool, matches in the box mean
     n_gt: int  # GT rows of the batch (p.gt indexes them)
     max_iou_fn: Callable[[], torch.Tensor]
+    prior_iou_fn: Callable[[], torch.Tensor]
+    has_gt: torch.Tensor  # (B,) bool, images with at least one label
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
     _max_iou: torch.Tensor | None = None
+    _prior_iou: torch.Tensor | None = None
 
     def max_iou(self) -> torch.Tensor:
         """(B, A) best-GT IoU of each cell's predicted box, computed once per batch."""
         if self._max_iou is None:
             self._max_iou = self.max_iou_fn()
         return self._max_iou
+
+    def prior_iou(self) -> torch.Tensor:
+        """(B, A) best-GT IoU of each cell's own anchor box placed at the cell centre: this head's fixed priors."""
+        if self._prior_iou is None:
+            self._prior_iou = self.prior_iou_fn()
+        return self._prior_iou
+
+    def labelled(self) -> torch.Tensor:
+        """(B, 1) bool: images with at least one label."""
+        return self.has_gt[:, None]
 
 
 def gather(maps: list[torch.Tensor], matches: list[Matches]) -> Gathered:
@@ -226,6 +239,8 @@ class ObjectnessDetectionLoss:
             torch.ones_like(p.iou, dtype=torch.bool),
             len(targets),
             lambda: self._max_iou(maps, targets, stride),
+            lambda: self._prior_iou(maps, targets, stride),
+            torch.bincount(targets[:, 0].long(), minlength=bs)[:bs] > 0,
         )
         for m in self.methods:
             m.apply_objectness(t)
@@ -250,6 +265,21 @@ class ObjectnessDetectionLoss:
         sums = elem.new_zeros(self.nl).index_add(0, level.reshape(-1), elem.reshape(-1) * keep)
         counts = torch.bincount(level.reshape(-1)[keep], minlength=self.nl)
         return sums / counts.clamp(min=1)
+
+    def _prior_iou(self, maps: list[torch.Tensor], targets: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
+        """(B, A) IoU of each cell's anchor box, centred on the cell, with the best GT of its image (pixels)."""
+        bs, dev = maps[0].shape[0], maps[0].device
+        boxes = []
+        for i, p in enumerate(maps):
+            na, ny, nx = p.shape[1:4]
+            gy, gx = torch.meshgrid(torch.arange(ny, device=dev), torch.arange(nx, device=dev), indexing="ij")
+            centre = (torch.stack((gx, gy), -1).float() + 0.5) * stride[i]  # (ny, nx, 2)
+            wh = self.anchor_wh[i].to(dev).view(na, 1, 1, 2).expand(na, ny, nx, 2)
+            boxes.append(torch.cat((centre.expand(na, ny, nx, 2), wh), -1).reshape(-1, 4))
+        boxes = xywh2xyxy(torch.cat(boxes))[None].expand(bs, -1, -1)
+        h, w = maps[0].shape[2:4]
+        gt, mask = padded_gt(targets, bs, targets.new_tensor([w, h]) * stride[0])
+        return best_gt_iou(boxes, gt, mask)
 
     def _max_iou(self, maps: list[torch.Tensor], targets: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
         """(B, A) IoU of each cell's predicted box (pixels) with the best GT of its image, 0 for images without GT."""
