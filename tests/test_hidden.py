@@ -314,3 +314,28 @@ def test_format_recall():
     assert lines[2].split() == ["all", "11", "24", "0.125", "0.0833", "30", "0.5"]
     assert lines[3].split() == ["red", "circle", "4", "0.25", "0.1"] and lines[3].startswith(" " * 12 + "red circle")
     assert len({len(line) for line in lines[1:3]}) == 1  # columns line up
+
+
+def test_hidden_ap_ranks_predictions_against_hidden_boxes_leaving_labelled_ones_out():
+    """A hand case: the detection on the labelled box is left out; the rest rank TP, FP, TP for class 0 and one FP of
+    class 1 (no hidden box of class 1: not averaged). AP by an independent 101-point interpolation."""
+    from yolo_partial.hidden import hidden_ap, hidden_hits
+
+    hidden = np.array([[0, 0.2, 0.2, 0.1, 0.1], [0, 0.7, 0.7, 0.1, 0.1]], np.float32)
+    labelled = np.array([[0, 0.5, 0.5, 0.1, 0.1]], np.float32)
+    preds = np.array([[0, 0.5, 0.5, 0.1, 0.1, 0.9],  # on the labelled box: neither hit nor false alarm
+                      [0, 0.2, 0.2, 0.1, 0.1, 0.8],  # hidden box 1
+                      [0, 0.9, 0.1, 0.1, 0.1, 0.7],  # nothing there
+                      [0, 0.2, 0.2, 0.1, 0.1, 0.65],  # hidden box 1 again: already taken, a false alarm
+                      [0, 0.7, 0.71, 0.1, 0.1, 0.6],  # hidden box 2
+                      [1, 0.7, 0.7, 0.1, 0.1, 0.95]], np.float32)  # wrong class
+    rows = hidden_hits(hidden, labelled, preds)
+    assert rows[:, 2].tolist() == [0, 1, 0, 0, 1] and len(rows) == 5
+    tp = np.array([1, 0, 0, 1])  # class 0 in score order
+    prec, rec = np.cumsum(tp) / np.arange(1, 5), np.cumsum(tp) / 2
+    # the AP Ultralytics reports: precision envelope with sentinels, interpolated at 101 recalls, trapezoidal area
+    mrec, mpre = np.r_[0, rec, 1], np.r_[1, prec, 0]
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    x = np.linspace(0, 1, 101)
+    expected = float(np.sum((x[1:] - x[:-1]) * (np.interp(x, mrec, mpre)[1:] + np.interp(x, mrec, mpre)[:-1]) / 2))
+    assert hidden_ap(rows, hidden[:, 0].astype(int)) == pytest.approx(expected, abs=1e-6)

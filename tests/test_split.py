@@ -316,3 +316,27 @@ def test_default_out_name(tmp_path):
 
     assert default_out(Path("/d/coco128"), "keep", 0.5, 3) == DATASETS_DIR / "coco128-keep0.5-s3"
     assert default_out(Path("/d/aquarium"), "miss50", None, 0) == DATASETS_DIR / "aquarium-miss50-s0"
+
+
+def test_keep_single_false_draws_single_boxes_too(tmp_path):
+    """keep_single=False: miss50 removes exactly floor(N_c/2) of every class over all boxes, single ones included;
+    keep may empty single-box images. The default split is unchanged (the exemption stays)."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/datasets not present")
+    src = source_labels(AQUARIUM)
+    total = Counter(int(b[0]) for lines in src.values() for b in boxes(lines))
+    out = tmp_path / "m"
+    split_dataset(AQUARIUM / "data.yaml", "miss50", None, 0, out, keep_single=False)
+    removed = Counter(int(b[0]) for v in removed_by_image(out).values() for b in v)
+    assert removed == +Counter({c: n // 2 for c, n in total.items()})
+    singles = [rel for rel, lines in src.items() if lines is not None and len(lines) == 1]
+    out_k = tmp_path / "k"
+    split_dataset(AQUARIUM / "data.yaml", "keep", 0.3, 0, out_k, keep_single=False)
+    assert any(not out_labels(out_k, rel) for rel in singles)  # some single boxes drawn away at ratio 0.3
+    assert json.loads((out_k / "hidden.json").read_text())["keep_single"] is False
+
+
+def test_keep_single_only_for_miss50_and_keep(tmp_path, capsys):
+    line = one_line_error(capsys, "split", f"data={AQUARIUM / 'data.yaml'}", "mode=hard", "keep_single=False",
+                          f"out={tmp_path / 'x'}")
+    assert "keep_single=False applies to mode=miss50|keep only" in line

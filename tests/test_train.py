@@ -276,3 +276,23 @@ def test_ddp_worker_construction_comining_with_all_policies(comining_run, tmp_pa
     assert list(worker.loss_items) == ["box_loss", "cls_loss", "l1_loss", "brl_conf", "brl_recal", "box_drop",
                                        "obj_drop", "pseudo_n", "pseudo_hit"]  # fmt: skip
     assert torch.isfinite(worker.loss) and crit.base.updates == 1  # the trainer advanced E2ELoss's schedule
+
+
+def test_coco_pretrained_weights_on_a_coco_split_warn_once(monkeypatch):
+    """Weights whose training args name COCO, on a dataset with a manifest and COCO's 80 names: one warning."""
+    from types import SimpleNamespace
+
+    from ultralytics.utils import LOGGER
+
+    from yolo_partial.trainer import warn_pretraining_leak
+
+    coco = {i: f"c{i}" for i in range(80)}
+    weights = SimpleNamespace(args={"data": "coco.yaml"}, names=coco)
+    seen = []
+    monkeypatch.setattr(LOGGER, "warning", seen.append)
+    assert warn_pretraining_leak(weights, {"names": coco}, "hidden.json") and len(seen) == 1
+    assert "pretrained on COCO" in seen[0]
+    assert not warn_pretraining_leak(weights, {"names": coco}, None)  # not a partial split
+    assert not warn_pretraining_leak(SimpleNamespace(args={"data": "voc.yaml"}, names=coco), {"names": coco}, "h")
+    assert not warn_pretraining_leak(None, {"names": coco}, "hidden.json")  # from scratch
+    assert len(seen) == 1

@@ -147,6 +147,59 @@ def best_scores(hidden, preds, iou: float = 0.5):
     return scores if isinstance(hidden, torch.Tensor) else scores.cpu().numpy()
 
 
+def hidden_hits(hidden: np.ndarray, labelled: np.ndarray, preds: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """Rank one image's predictions against its hidden boxes, leaving out those that find a labelled box.
+
+    A prediction overlapping a labelled box of its class (IoU >= iou) is neither a hit nor a false alarm; the others,
+    in descending score, greedily take the best-overlapping unmatched hidden box of their class (IoU >= iou).
+
+    Args:
+        hidden (np.ndarray): (n, 5) [cls, cx, cy, w, h] hidden boxes.
+        labelled (np.ndarray): (k, 5) the image's labelled boxes.
+        preds (np.ndarray): (m, 6) [cls, cx, cy, w, h, score] predictions, same units.
+        iou (float): IoU threshold.
+
+    Returns:
+        (np.ndarray): (m', 3) [score, cls, hit] for the predictions that count.
+    """
+    from ultralytics.utils.metrics import box_iou
+    from ultralytics.utils.ops import xywh2xyxy
+
+    p = torch.as_tensor(preds, dtype=torch.float32).reshape(-1, 6)
+    p = p[p[:, 5].argsort(descending=True)]
+    lab = torch.as_tensor(labelled, dtype=torch.float32).reshape(-1, 5)
+    if len(lab) and len(p):
+        on_label = (box_iou(xywh2xyxy(p[:, 1:5]), xywh2xyxy(lab[:, 1:5]), eps=1e-12) >= iou) & (p[:, :1] == lab[:, 0])
+        p = p[~on_label.any(1)]
+    h = torch.as_tensor(hidden, dtype=torch.float32).reshape(-1, 5)
+    hit = torch.zeros(len(p))
+    if len(h) and len(p):
+        overlap = box_iou(xywh2xyxy(p[:, 1:5]), xywh2xyxy(h[:, 1:5]), eps=1e-12)
+        overlap = torch.where((overlap >= iou) & (p[:, :1] == h[:, 0]), overlap, -1.0)
+        taken = torch.zeros(len(h), dtype=torch.bool)
+        for i in range(len(p)):
+            row = overlap[i].masked_fill(taken, -1.0)
+            j = int(row.argmax())
+            if row[j] >= 0:
+                taken[j], hit[i] = True, 1.0
+    return torch.stack((p[:, 5], p[:, 0], hit), 1).numpy()
+
+
+def hidden_ap(rows: np.ndarray, hidden_cls: np.ndarray) -> float:
+    """Mean over the hidden boxes' classes of the AP of ranked predictions (hidden_hits rows) against them."""
+    from ultralytics.utils.metrics import compute_ap
+
+    aps = []
+    for c in np.unique(hidden_cls):
+        r = rows[rows[:, 1] == c]
+        r = r[np.argsort(-r[:, 0], kind="stable")]
+        tp = np.cumsum(r[:, 2])
+        n = int((hidden_cls == c).sum())
+        recall, precision = tp / n, tp / np.arange(1, len(r) + 1)
+        aps.append(compute_ap(recall, precision)[0] if len(r) else 0.0)
+    return float(np.mean(aps)) if aps else math.nan
+
+
 def _labelled_boxes(im_file: str) -> np.ndarray:
     """The boxes still labelled for an image, from its YOLO label file -> float32 (n, 5); (0, 5) without a file."""
     from ultralytics.data.utils import img2label_paths
@@ -211,8 +264,10 @@ def hidden_recall(model, manifest: Manifest, conf: float = 0.25, iou: float = 0.
         max_images (int | None): Use only the first images (in sorted path order) that hold hidden boxes.
 
     Returns:
-        (dict): images, hidden_boxes, hidden_recall, hidden_score (mean best score), labelled_boxes,
+        (dict): images, hidden_boxes, hidden_recall, hidden_ap, hidden_score (mean best score), labelled_boxes,
             labelled_recall, per_class {name: {hidden, recall, score}}, conf, iou. Recalls are NaN without boxes.
+            hidden_ap is threshold-free (see hidden_hits): it does not depend on how the model's scores are calibrated,
+            which a recall at a fixed conf does.
     """
     from ultralytics import YOLO
     from ultralytics.utils import TQDM
@@ -223,6 +278,7 @@ def hidden_recall(model, manifest: Manifest, conf: float = 0.25, iou: float = 0.
     _check_images(manifest, files)
     none = np.zeros(0, np.float32)
     hidden, hidden_s, labelled_s = [_EMPTY], [none], [none]  # seeded so that a manifest without boxes concatenates
+    ranked = [np.zeros((0, 3), np.float32)]
     chunks = [files[i:i + batch] for i in range(0, len(files), batch)]
     for chunk in TQDM(chunks, desc="Hidden-object recall"):
         # one call per chunk: a list source is decoded whole, so chunks bound memory on large training sets
@@ -233,13 +289,16 @@ def hidden_recall(model, manifest: Manifest, conf: float = 0.25, iou: float = 0.
             boxes = manifest.for_image(im_file)
             hidden.append(boxes)
             hidden_s.append(best_scores(boxes, preds, iou))
-            labelled_s.append(best_scores(_labelled_boxes(im_file), preds, iou))
+            labelled = _labelled_boxes(im_file)
+            labelled_s.append(best_scores(labelled, preds, iou))
+            ranked.append(hidden_hits(boxes, labelled, preds.cpu().numpy(), iou))
     cls, hs, ls = np.concatenate(hidden)[:, 0].astype(int), np.concatenate(hidden_s), np.concatenate(labelled_s)
     classes = np.unique(cls).tolist()
     names = _class_names(manifest, getattr(model, "names", None), classes)
     per_class = {names[c]: {"hidden": int((cls == c).sum()), "recall": _recall(hs[cls == c], conf),
                             "score": float(hs[cls == c].mean())} for c in classes}
     return {"images": len(files), "hidden_boxes": len(hs), "hidden_recall": _recall(hs, conf),
+            "hidden_ap": hidden_ap(np.concatenate(ranked), cls),
             "hidden_score": float(hs.mean()) if len(hs) else math.nan, "labelled_boxes": len(ls),
             "labelled_recall": _recall(ls, conf), "per_class": per_class, "conf": conf, "iou": iou}
 
@@ -256,7 +315,9 @@ def format_recall(result: dict) -> str:
     """Multi-line table of a hidden_recall result in Ultralytics' val print style: overall row, then one per class."""
     head = ("%22s" + "%11s" * 6) % ("Class", "Images", "Hidden", "Recall", "Score", "Labelled", "Recall")
     title = (f"Hidden-object recall at IoU {result.get('iou', 0.5):g}, score {result.get('conf', 0.25):g}: Hidden = "
-             "boxes the split removed, Labelled = boxes still labelled in the same images (the reference level)")
+             "boxes the split removed, Labelled = boxes still labelled in the same images (the reference level); "
+             f"hidden AP50 {result.get('hidden_ap', math.nan):.3g} (threshold-free: predictions ranked against the "
+             "hidden boxes, those on labelled boxes left out)")
     lines = [title, head, ("%22s" + "%11i" * 2 + "%11.3g" * 2 + "%11i" + "%11.3g") % (
         "all", result["images"], result["hidden_boxes"], result["hidden_recall"], result["hidden_score"],
         result["labelled_boxes"], result["labelled_recall"])]

@@ -169,6 +169,7 @@ def evaluate(best: Path, train: dict[str, Any]) -> dict[str, float]:
     if manifest is not None:
         r = hidden_recall(YOLO(str(best)), load_manifest(manifest), **kw)
         out["hidden recall"], out["hidden score"] = 100 * r["hidden_recall"], 100 * r["hidden_score"]
+        out["hidden AP50"] = 100 * r["hidden_ap"]
     return out
 
 

@@ -7,7 +7,9 @@ Rules, applied to the data YAML's `train` images only (val/test are referenced u
   miss50   class c loses floor(N_c/2) of its N_c training boxes, chosen over the whole training set
   keep     each box is kept independently with probability `ratio`
 No rule empties an image that has a single box: in miss50 and keep such a box is exempt, and miss50 then takes a
-class's floor(N_c/2) boxes from its boxes in multi-box images only (all of those, with a warning, if too few).
+class's floor(N_c/2) boxes from its boxes in multi-box images only (all of those, with a warning, if too few). The
+exemption is this tool's choice (the Co-mining paper says only "50 % of each category at random"): `keep_single=False`
+lifts it for miss50 and keep, so single boxes are drawn like any other.
 
 Randomness: each box gets a key u in [0, 1), drawn in label-line order from a generator seeded by a hash of (seed,
 mode, image path relative to the dataset root). easy/hard/extreme remove an image's boxes with the smallest keys,
@@ -46,13 +48,13 @@ from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import LOGGER, TQDM
 
 from .data import check_image_sources, dataset_root, load_yaml
-from .errors import PartialDataError
+from .errors import PartialConfigError, PartialDataError
 from .fileio import atomic_dir, link_image
 from .labels import MANIFEST_FORMAT, Row, class_names, data_yaml_text, read_label_file
 from .keys import check_known_keys
 
 MODES = ("easy", "hard", "extreme", "miss50", "keep")
-SPLIT_KEYS = {"data", "mode", "ratio", "seed", "out"}
+SPLIT_KEYS = {"data", "mode", "ratio", "seed", "out", "keep_single"}
 EXTERNAL = "_external"  # train images outside the source root are mirrored under out/_external/<absolute path>
 
 
@@ -73,11 +75,11 @@ def run_split(args: dict[str, Any]) -> Path:
         raise PartialDataError("split needs data=PATH: expected a data YAML such as datasets/coco128/data.yaml")
     out = args.get("out")
     return split_dataset(args["data"], args.get("mode"), args.get("ratio"), args.get("seed", 0),
-                         None if out is None else str(out))
+                         None if out is None else str(out), args.get("keep_single", True))
 
 
 def split_dataset(data: str | Path, mode: str, ratio: float | None = None, seed: int = 0,
-                  out: str | Path | None = None) -> Path:
+                  out: str | Path | None = None, keep_single: bool = True) -> Path:
     """Write a copy of dataset `data` whose train labels follow split `mode` -> the new data YAML's path.
 
     Args:
@@ -85,8 +87,13 @@ def split_dataset(data: str | Path, mode: str, ratio: float | None = None, seed:
         mode: one of MODES; `ratio` (a number in [0, 1]) is required with 'keep' and refused otherwise.
         seed: any integer; the same arguments always give byte-identical labels and manifest.
         out: output folder, replaced if an earlier yolo-partial run wrote it; default `default_out(...)`.
+        keep_single: miss50 and keep never remove the box of a single-box image (the default); False draws it too.
     """
     ratio = check_split_args(mode, ratio, seed)
+    if keep_single not in (True, False):
+        raise PartialConfigError(f"keep_single={keep_single!r} is invalid: expected True or False")
+    if keep_single is False and mode not in ("miss50", "keep"):
+        raise PartialConfigError(f"keep_single=False applies to mode=miss50|keep only (mode={mode} never empties an image)")
     yaml_path = Path(data).expanduser().absolute()
     cfg = load_yaml(yaml_path, "data YAML")
     check_image_sources(yaml_path, cfg)
@@ -99,14 +106,16 @@ def split_dataset(data: str | Path, mode: str, ratio: float | None = None, seed:
     if train.orphans:
         LOGGER.warning(f"split: {len(train.orphans)} label files have no train image and are left out, "
                        f"e.g. {train.orphans[0]}")
-    producer = {"command": "split", "data": str(yaml_path), "mode": mode, "ratio": ratio, "seed": seed}
+    producer = {"command": "split", "data": str(yaml_path), "mode": mode, "ratio": ratio, "seed": seed,
+                **({} if keep_single else {"keep_single": False})}
     with atomic_dir(out, producer) as tmp:
-        removed_of = miss50_plan(train, names, seed) if mode == "miss50" else local_rule(mode, ratio, seed)
+        removed_of = (miss50_plan(train, names, seed, keep_single) if mode == "miss50"
+                      else local_rule(mode, ratio, seed, keep_single))
         with open(tmp / ".removed.part", "w", encoding="utf-8") as part:
             before, after, n_bare = write_train(tmp, out, train, len(names), removed_of, part)
         summary = make_summary(len(train.images), names, before, after)
         header = {"format": MANIFEST_FORMAT, "source": str(yaml_path), "mode": mode, "ratio": ratio, "seed": seed,
-                  "root": ".", "summary": summary}
+                  **({} if keep_single else {"keep_single": False}), "root": ".", "summary": summary}
         write_manifest(tmp / "hidden.json", header, tmp / ".removed.part")
         write_lists(tmp, train.lists)
         (tmp / "data.yaml").write_text(data_yaml(out, train.entry, eval_sources(cfg, root), names, header))
@@ -212,12 +221,13 @@ def box_keys(seed: int, mode: str, rel: str, n: int) -> list[float]:
     return [rng.random() for _ in range(n)]
 
 
-def local_rule(mode: str, ratio: float | None, seed: int) -> Callable[[str, list[Row]], set[int]]:
+def local_rule(mode: str, ratio: float | None, seed: int, keep_single: bool = True
+               ) -> Callable[[str, list[Row]], set[int]]:
     """The removal rule of an image-by-image mode: (image rel path, rows) -> indices of the rows to remove."""
 
     def removed_of(rel: str, rows: list[Row]) -> set[int]:
         n = len(rows)
-        if n < 2:  # a single box is never removed
+        if n == 0 or (n < 2 and (keep_single or mode != "keep")):  # a single box is exempt unless keep_single=False
             return set()
         keys = box_keys(seed, mode, rel, n)
         if mode == "keep":
@@ -228,7 +238,8 @@ def local_rule(mode: str, ratio: float | None, seed: int) -> Callable[[str, list
     return removed_of
 
 
-def miss50_plan(train: TrainSet, names: dict[int, str], seed: int) -> Callable[[str, list[Row]], set[int]]:
+def miss50_plan(train: TrainSet, names: dict[int, str], seed: int, keep_single: bool = True
+                ) -> Callable[[str, list[Row]], set[int]]:
     """Pass 1 of miss50: key every box, pick each class's floor(N_c/2) smallest keys -> the rule for pass 2.
 
     Pass 2 must visit the images in `train.images` order; boxes are identified by their position in that stream.
@@ -237,7 +248,8 @@ def miss50_plan(train: TrainSet, names: dict[int, str], seed: int) -> Callable[[
     for rel, image in TQDM(train.images.items(), desc="split miss50: drawing keys"):
         rows = read_label_file(img2label_paths([image])[0], len(names)) or []
         classes.extend(c for _, c, _ in rows)
-        keys.extend(box_keys(seed, "miss50", rel, len(rows)) if len(rows) > 1 else [2.0] * len(rows))  # 2: exempt
+        drawn = len(rows) > 1 or not keep_single
+        keys.extend(box_keys(seed, "miss50", rel, len(rows)) if drawn else [2.0] * len(rows))  # 2: exempt
     cls, key = np.frombuffer(classes, dtype=classes.typecode), np.frombuffer(keys)
     order = np.lexsort((key, cls))  # by class, then key; exempt boxes (key 2) last within their class
     total, free = np.bincount(cls, minlength=len(names)), np.bincount(cls[key < 1], minlength=len(names))

@@ -210,6 +210,7 @@ class PartialDetectionTrainer(DetectionTrainer):
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
         """Build the detection model, finding yolo-partial's shipped model YAMLs by name (e.g. yolov5n-obj.yaml)."""
+        warn_pretraining_leak(weights, self.data, self.hidden_manifest)
         return super().get_model(resolve_model(cfg), weights, verbose)
 
     def get_validator(self):
@@ -242,3 +243,22 @@ class PartialDetectionTrainer(DetectionTrainer):
         if self.ema:
             self.ema.ema.criterion = partial_criterion(self.ema.ema, hidden)
 
+
+
+def warn_pretraining_leak(weights, data: dict, manifest) -> bool:
+    """Warn (once per run) when weights pretrained on COCO start training on a COCO-derived partial split: the boxes the
+    split hid were labels of the pretraining set, so the model has seen them and the split measures less than it seems.
+    -> whether it warned. COCO-derived: a hidden-box manifest and COCO's 80 class names."""
+    from ultralytics.utils import LOGGER
+
+    pre = getattr(weights, "args", None) or {}
+    pre_data = str(pre.get("data", "") if isinstance(pre, dict) else getattr(pre, "data", ""))
+    if manifest is None or "coco" not in Path(pre_data).name.lower():
+        return False
+    names = list((data or {}).get("names", {}).values()) if isinstance((data or {}).get("names"), dict) else []
+    if len(names) != 80 or names != list(getattr(weights, "names", {}).values()):
+        return False
+    LOGGER.warning(f"these weights were pretrained on COCO ({pre_data}) and this dataset is a COCO-derived partial split "
+                   f"(hidden boxes in {manifest}): the hidden labels were in the pretraining, so results on it overstate "
+                   f"what the method recovers; train from scratch (model=*.yaml) or from weights not trained on COCO")
+    return True
