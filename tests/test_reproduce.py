@@ -66,3 +66,17 @@ def test_changed_settings_are_not_mixed_into_a_sweep(sweep):
 def test_bad_reproduce_arguments(args, match):
     with pytest.raises(PartialConfigError, match=match):
         reproduce.run_reproduce(dict(args))
+
+
+def test_brl_table_has_a_focal_only_control_row(aquarium_small, tmp_path):
+    """brl-weight states its base and adds the paper's baseline as a control row: focal loss alone (t=0, weight 1)."""
+    data = split_dataset(aquarium_small, mode="hard", seed=0, out=tmp_path / "aq-hard")
+    folder = reproduce.run_reproduce({"table": "brl-weight", "data": str(data), "values": "0.1", "project": str(tmp_path),
+                                      "name": "w", **TINY})
+    control = json.loads((folder / "rows" / "brl_weight=1,brl_t=0.json").read_text())
+    assert control["settings"]["brl_t"] == 0.0 and control["settings"]["brl_weight"] == 1.0
+    assert control["settings"]["brl_base"] == "focal"
+    table = pd.read_csv(folder / "table.csv")
+    assert table["row"].fillna("").tolist() == ["", "focal only"]
+    md = (folder / "table.md").read_text()
+    assert "brl_base=focal" in md and "focal only" in md

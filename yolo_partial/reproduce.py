@@ -31,6 +31,8 @@ class Table:
     paper: str  # where the figures come from
     fixed: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)  # knob value -> {metric column: value in percent}
+    # control rows: (label, knob value, companion keys set for that row only), shown with their label
+    controls: tuple = ()
 
 
 def _map50(pairs: dict, cols=("val mAP50", "test mAP50")) -> dict:
@@ -41,24 +43,30 @@ TABLES = {
     "dusia-box": Table(
         "drop_neg_box", (0.0, 0.10, 0.25, 0.75, 0.90), "dusia.yaml",
         "Haque & McEver 2022, Table 2 (YOLOv5 on DUSIA)",
+        # DUSIA's listed train frames all keep boxes after the crop: partial_empty changes nothing, stated for the record
+        fixed={"partial_empty": False},
         figures=_map50({0.0: (59.0, 48.3), 0.10: (57.1, 48.2), 0.25: (58.1, 49.0), 0.75: (57.5, 47.5), 0.90: (58.1, 47.8)}),
     ),
     "dusia-obj": Table(
         "drop_neg_obj", (0.0, 0.10, 0.25, 0.75), "dusia.yaml",
         "Haque & McEver 2022, Table 3 (YOLOv5 on DUSIA)",
+        fixed={"partial_empty": False},
         figures=_map50({0.0: (59.0, 48.3), 0.10: (57.7, 48.6), 0.25: (58.8, 48.3), 0.75: (59.6, 49.8)}),
     ),
     "brl-t": Table(
         "brl_t", (0.0, 0.10, 0.25, 0.50), "voc-extreme.yaml",
         "Zhang et al. 2020, Table 3 left (RetinaNet, VOC extreme, scale 0.5; VOC2007 test)",
-        fixed={"brl": True, "brl_weight": 0.5},
+        # the paper's base: its RetinaNet baseline is focal loss, the "focal only" row (t=0, weight 1) is that baseline
+        fixed={"brl": True, "brl_weight": 0.5, "brl_base": "focal"},
         figures=_map50({0.0: (62.1,), 0.10: (61.7,), 0.25: (62.0,), 0.50: (62.9,)}, ("val mAP50",)),
+        controls=(("focal only", 0.0, {"brl_weight": 1.0}),),
     ),
     "brl-weight": Table(
         "brl_weight", (1.0, 0.5, 0.25, 0.1, 0.01), "voc-extreme.yaml",
         "Zhang et al. 2020, Table 3 right (RetinaNet, VOC extreme, t=0.5; VOC2007 test)",
-        fixed={"brl": True, "brl_t": 0.5},
+        fixed={"brl": True, "brl_t": 0.5, "brl_base": "focal"},
         figures=_map50({1.0: (60.8,), 0.5: (62.9,), 0.25: (65.1,), 0.1: (66.1,), 0.01: (63.1,)}, ("val mAP50",)),
+        controls=(("focal only", 1.0, {"brl_t": 0.0}),),
     ),
     "comining": Table(
         "comining", (False, True), "coco-hard.yaml",
@@ -89,6 +97,7 @@ def run_reproduce(args: dict[str, Any]) -> Path:
     train.setdefault("model", "yolov8n.yaml")
     train.setdefault("seed", 0)
     rows = [run_row(sweep, table, v, train) for v in values]
+    rows += [{**run_row(sweep, table, v, {**train, **extra}, extra), "label": label} for label, v, extra in table.controls]
     return write_table(sweep, table_name, table, rows)
 
 
@@ -112,9 +121,10 @@ def _slug(knob: str, value: Any) -> str:
     return f"{knob}={value:g}" if isinstance(value, float) else f"{knob}={value}"
 
 
-def run_row(sweep: Path, table: Table, value: Any, train: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one row unless its result file already exists with the same settings -> its result."""
-    slug = _slug(table.knob, value)
+def run_row(sweep: Path, table: Table, value: Any, train: dict[str, Any], extra: dict | None = None) -> dict[str, Any]:
+    """Train and evaluate one row unless its result file already exists with the same settings -> its result.
+    `extra` names a control row's companion keys (part of its folder name)."""
+    slug = ",".join([_slug(table.knob, value), *(_slug(k, v) for k, v in (extra or {}).items())])
     done = sweep / "rows" / f"{slug}.json"
     settings = {**train, table.knob: value}
     if done.is_file():
@@ -179,17 +189,23 @@ def write_table(sweep: Path, name: str, table: Table, rows: list[dict[str, Any]]
 
     records = []
     for r in rows:
-        rec = {table.knob: r["value"], **{k: r[k] for k in r if k in METRICS or k.startswith("hidden")}}
-        rec.update({f"paper {k}": v for k, v in table.figures.get(r["value"], {}).items()})
+        rec = {"row": r.get("label", ""), table.knob: r["value"],
+               **{k: r[k] for k in r if k in METRICS or k.startswith("hidden")}}
+        if "label" not in r:  # a control row is no row of the paper's table
+            rec.update({f"paper {k}": v for k, v in table.figures.get(r["value"], {}).items()})
         records.append(rec)
     df = pd.DataFrame.from_records(records).dropna(axis=1, how="all")
+    if not df["row"].astype(bool).any():
+        df = df.drop(columns="row")
     write_text_atomic(sweep / "table.csv", df.to_csv(index=False))
     shown = df.map(lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:.1f}" if isinstance(v, float) else v)
     shown[table.knob] = df[table.knob].map(str)  # the knob as given: 0.75, not 0.8
     text = shown.to_markdown(index=False, disable_numparse=True)
-    md = f"# reproduce table={name}\n\nmAP, hidden recall and hidden score in percent; paper figures: {table.paper}.\n\n"
+    fixed = ", ".join(f"{k}={v}" for k, v in table.fixed.items()) or "none"
+    md = (f"# reproduce table={name}\n\nmAP, hidden recall, hidden score and hidden AP50 in percent; paper figures: "
+          f"{table.paper}. Keys fixed for every row: {fixed}.\n\n")
     write_text_atomic(sweep / "table.md", md + text + "\n")
-    plot_table(df, table.knob, sweep / "table.png")
+    plot_table(df[df["row"] == ""] if "row" in df else df, table.knob, sweep / "table.png")
     LOGGER.info(f"\n{text}\nreproduce: results saved to {sweep}")
     return sweep
 
