@@ -50,7 +50,8 @@ def test_key_table_is_the_methods_plus_the_guard():
 
 
 def test_build_methods_in_registry_order():
-    k = method_args({**METHOD_DEFAULTS, "brl": True, "scb": True, "drop_neg_obj": 0.5, "comining": True})
+    k = method_args({**METHOD_DEFAULTS, "class_partial": True, "brl": True, "scb": True, "drop_neg_obj": 0.5,
+                     "comining": True})
     assert [type(m) for m in build_methods(k)] == list(METHODS)
 
 

@@ -97,7 +97,7 @@ def build_args(mode: str, tokens: list[str]) -> dict[str, Any]:
     from .keys import METHOD_KEYS, check_known_keys, coerce
 
     method = set(METHOD_KEYS) if mode in {"train", "reproduce"} else set()
-    extra = {"val": {"hidden"}, "reproduce": {"table", "values"}}.get(mode, set())  # checked by their own code
+    extra = {"val": {"hidden", "partial_eval"}, "reproduce": {"table", "values"}}.get(mode, set())  # checked by their own code
     known = set(DEFAULT_CFG_DICT) | method | extra
     bools = {k for k in known if isinstance(DEFAULT_CFG_DICT.get(k, METHOD_KEYS.get(k) and METHOD_KEYS[k].default), bool)}
     cli = parse_pairs(tokens, bools)
@@ -142,7 +142,9 @@ def run(mode: str, args: dict[str, Any]) -> None:
     from .checkpoints import load_model, resumable
     from .data import resolve_data
     from .errors import PartialConfigError
+    from .keys import coerce
     from .models import resolve_model
+    from .partial_val import partial_validator
     from .patches import relocate_label_cache
     from .trainer import PartialDetectionTrainer
 
@@ -171,11 +173,12 @@ def run(mode: str, args: dict[str, Any]) -> None:
         raise PartialConfigError(f"{mode} needs model=PATH: expected a checkpoint such as runs/detect/train/weights/best.pt")
     if mode == "val":
         hidden = args.pop("hidden", None)
+        partial_eval = coerce("partial_eval", args.pop("partial_eval", True))  # the partial-aware mAP (partial:)
         if args.get("data"):  # else the checkpoint's own dataset, as with `yolo val`
             args["data"] = resolve_data(args["data"])
         yolo = load_model(model)
         manifest = hidden_manifest(yolo, hidden, args) if hidden not in (None, False) else None  # checked first
-        metrics = yolo.val(**args)
+        metrics = yolo.val(validator=partial_validator(partial_eval), **args)
         if manifest is not None:
             report_hidden(yolo, manifest, args, Path(metrics.save_dir))
     elif mode == "predict":

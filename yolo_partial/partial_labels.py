@@ -191,6 +191,14 @@ def load_for_data(data_yaml: str | Path, images: list[str] | None = None) -> Par
     return load_partial(path, class_names(data_yaml, cfg), images, root=dataset_root(Path(data_yaml), cfg))
 
 
+def partial_for_data(data: Any) -> PartialLabels | None:
+    """The loaded `partial:` file of a data YAML path (what the trainer and validator decide from), or None for a data
+    YAML without one and for other data sources (Ultralytics' own names, archives)."""
+    if not isinstance(data, (str, Path)) or Path(data).suffix not in {".yaml", ".yml"} or not Path(data).is_file():
+        return None
+    return load_for_data(data)
+
+
 def load_partial(path: str | Path, names: dict[int, str], images: list[str] | None = None,
                  root: str | Path | None = None) -> PartialLabels:
     """Read and validate a `partial:` file -> PartialLabels; one-line PartialDataError naming the file.

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from PIL import Image
 from ultralytics.cfg import cfg2dict
-from ultralytics.models import yolo
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
@@ -23,10 +22,13 @@ from .data import (check_dropped_labels, drop_zero_area_boxes, explain_no_valid_
 from .errors import PartialConfigError
 from .hidden_labels import manifest_path
 from .keys import METHOD_DEFAULTS, METHOD_KEYS, check_method_args, coerce
+from .losses.class_partial import switch_class_partial
 from .losses.criterion import partial_criterion
 from .losses.registry import build_methods
 from .models import resolve_model
 from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
+from .partial_labels import partial_for_data
+from .partial_val import validator_for
 from .patches import install_offline_guards, relocate_label_cache, strip_optimizer_atomic
 
 
@@ -80,6 +82,12 @@ class PartialDetectionTrainer(DetectionTrainer):
             self._remove_unstarted_run()
             raise
         keys = check_method_args(vars(self.args))  # the one validation; resume restored the checkpoint's args
+        try:  # the data's partial: file turns class_partial on; a bad one stops here, leaving no run folder
+            self.partial_labels = partial_for_data(self.args.data)
+            keys = switch_class_partial(keys, overrides, self.partial_labels, bool(self.args.resume))
+        except BaseException:
+            self._remove_unstarted_run()
+            raise
         for k, v in keys.items():
             setattr(self.args, k, v)
         self.methods = build_methods(keys)
@@ -218,7 +226,7 @@ class PartialDetectionTrainer(DetectionTrainer):
         args = copy(self.args)
         for k in METHOD_KEYS:
             delattr(args, k)
-        return yolo.detect.DetectionValidator(self.test_loader, save_dir=self.save_dir, args=args, _callbacks=self.callbacks)
+        return validator_for(self, args)  # with the partial-aware mAP when the data's partial: file lists val images
 
     def set_class_weights(self):
         """Set class weights, then install the partial criterion before the EMA copy is made so both carry it."""

@@ -19,6 +19,7 @@ from ultralytics.utils.ops import clip_boxes, xywh2xyxy, xyxy2xywh
 from ultralytics.utils.tal import make_anchors
 
 from ..keyspec import flag, unit
+from .class_partial import PARTIAL_KEYS, drop_asserted
 from .geometry import train_outputs
 from .method import Method
 
@@ -50,7 +51,7 @@ def add_jittered_view(batch: dict[str, Any], p: float = JITTER_P) -> dict[str, A
     b = len(batch["img"])
     out = {k: (type(v)(list(v) * 2) if isinstance(v, (list, tuple)) and len(v) == b else v) for k, v in batch.items()}
     out["img"] = torch.cat((batch["img"], color_jitter(batch["img"], p)))
-    for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS):
+    for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS, *PARTIAL_KEYS):
         if idx in batch:
             out[idx] = torch.cat((batch[idx], batch[idx] + b))
             out.update({k: torch.cat((batch[k], batch[k])) for k in rows})
@@ -128,7 +129,7 @@ def _take(x: Any, rows: slice) -> Any:
 def _view(batch: dict[str, Any], v: int, b: int) -> dict[str, torch.Tensor]:
     """The labels (and hidden boxes, when present) of view v of a two-view batch, image indices renumbered from 0."""
     out = {}
-    for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS):
+    for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS, *PARTIAL_KEYS):
         if idx in batch:
             mine = (batch[idx] >= v * b) & (batch[idx] < (v + 1) * b)
             out[idx] = batch[idx][mine] - v * b
@@ -140,7 +141,7 @@ def _with_pseudo(gt: dict[str, torch.Tensor], pseudo: dict[str, torch.Tensor]) -
     """GT plus pseudo boxes, ordered by image (v8DetectionLoss.preprocess expects rows grouped by batch_idx)."""
     merged = {k: torch.cat((gt[k].to(pseudo[k].dtype), pseudo[k])) for k in TARGET_KEYS}
     order = torch.argsort(merged["batch_idx"], stable=True)
-    return {k: v[order] for k, v in merged.items()}
+    return {**gt, **{k: v[order] for k, v in merged.items()}}  # other keys (class-partial masks) kept
 
 
 class CoMiningLoss:
@@ -193,7 +194,8 @@ class CoMiningLoss:
     def mine(self, preds: dict[str, Any], view: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pseudo boxes from one view's detached predictions (see `pseudo_labels`)."""
         preds = preds[self.branch] if self.branch else preds
-        return pseudo_labels(preds, self.decoder, view, self.score, self.nms, self.gt_iou)
+        pseudo = pseudo_labels(preds, self.decoder, view, self.score, self.nms, self.gt_iou)
+        return drop_asserted(pseudo, view)  # never a class the image asserts there (class-partial labels)
 
     def _counts(self, n: torch.Tensor, hits: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {"pseudo_n": n, "pseudo_hit": hits} if self.hidden else {"pseudo_n": n}

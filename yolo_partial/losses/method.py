@@ -76,6 +76,7 @@ class Terms:
     # (B, A, C) bool or None: background terms nobody asserts (class-partial labels, ignore regions, a teacher's
     # uncertain boxes), dropped by the loss after every method ran; positive terms are never dropped
     bg_ignore: torch.Tensor | None = None
+    batch: dict[str, Any] = field(default_factory=dict)  # the loss's batch (e.g. class-partial masks, issue 17)
     _max_iou: torch.Tensor | None = None
     _prior_iou: torch.Tensor | None = None
 

@@ -32,6 +32,7 @@ from ultralytics.utils.ops import xywh2xyxy
 from ..errors import PartialConfigError
 from ..keys import get_arg, method_args
 from ..models.objectness import decode_boxes
+from .class_partial import cell_centres
 from .geometry import best_gt_iou, train_outputs
 from .method import find_method
 from .registry import build_methods
@@ -144,6 +145,8 @@ class ObjectnessTerms:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
     _max_iou: torch.Tensor | None = None
     _prior_iou: torch.Tensor | None = None
+    batch: dict[str, Any] = field(default_factory=dict)  # the loss's batch (class-partial ignore boxes, issue 17)
+    cell_xy: torch.Tensor | None = None  # (A, 2) pixel centre of each cell, flattened as obj_logit
 
     def max_iou(self) -> torch.Tensor:
         """(B, A) best-GT IoU of each cell's predicted box, computed once per batch."""
@@ -242,6 +245,7 @@ class ObjectnessDetectionLoss:
             lambda: self._prior_iou(maps, targets, stride),
             torch.bincount(targets[:, 0].long(), minlength=bs)[:bs] > 0,
         )
+        t.batch, t.cell_xy = batch, cell_centres([p.shape for p in maps], stride)  # issue 17
         for m in self.methods:
             m.apply_objectness(t)
         cls_elem = t.cls_elem if self.class_weights is None else t.cls_elem * self.class_weights.to(dev).view(1, -1)

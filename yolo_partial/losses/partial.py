@@ -67,6 +67,7 @@ class PartialDetectionLoss(v8DetectionLoss):
         a = self.assign(preds, batch, **assign_kwargs)
         targets = a.target_scores.to(a.pred_scores.dtype)
         t = Terms(a, self.bce(a.pred_scores, targets), targets, a.fg_mask, a.target_scores)  # (B, A, C) stock BCE
+        t.batch = batch  # what the methods may read of the batch (class-partial masks)
         for m in self.methods:
             m.apply(t)
         cls_elem = t.classification()

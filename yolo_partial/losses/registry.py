@@ -6,12 +6,15 @@ from typing import Any
 
 from .bpr import BoxPredictionRebalancing
 from .brl import BackgroundRecalibration
+from .class_partial import ClassPartial
 from .comining import CoMining
 from .method import Method
 from .scb import ScaleBalance
 
-# BRL replaces the classification term, so it comes before SCB (weights it) and BPR (masks it); wrappers come last
-METHODS: tuple[type[Method], ...] = (BackgroundRecalibration, ScaleBalance, BoxPredictionRebalancing, CoMining)
+# Class-partial labels come first: they set which background terms are asserted before any method relaxes one. BRL
+# replaces the classification term, so it comes before SCB (weights it) and BPR (masks it); wrappers come last
+METHODS: tuple[type[Method], ...] = (ClassPartial, BackgroundRecalibration, ScaleBalance, BoxPredictionRebalancing,
+                                     CoMining)
 
 
 def build_methods(k: dict[str, Any]) -> list[Method]:
