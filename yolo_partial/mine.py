@@ -11,6 +11,7 @@ listed as possibly wrong.
 Output folder (default runs/mine/<name>, incremented as Ultralytics does; written atomically):
   candidates.xml      CVAT for images 1.1: one <image> per image with candidates, labels and candidates as boxes with
                       attributes source=label|candidate and score, declared in <meta> so CVAT keeps them
+  cvat_labels.json    the same label declarations for CVAT's Raw label editor, to create the review task with
   candidates.json     COCO: images, categories, annotations (labels, and candidates with score and "candidate": true)
   candidates/         YOLO label files holding only candidates, 'cls cx cy w h score'
   ranking.csv         every image, ranked by expected missing boxes (sum of its candidates' scores)
@@ -28,14 +29,15 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import html
-import io
 import json
 import math
 import os
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -46,7 +48,7 @@ import numpy as np
 from .cvat import CvatAttribute, CvatBox, CvatImage, CvatLabel, write_cvat_images
 from .data import dataset_root, load_yaml, resolve_data
 from .errors import PartialConfigError, PartialDataError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, check_replaceable
 from .hidden import find_manifest, load_manifest
 from .keys import check_known_keys
 from .labels import class_names, read_label_file
@@ -58,7 +60,8 @@ DEFAULT_CONF = 0.25  # Ultralytics' predict default: the cut when no manifest ca
 RECORD, RECORD_FORMAT = "mine.json", "yolo-partial-mine/1"
 LABEL_BGR, CANDIDATE_BGR = (40, 200, 40), (0, 140, 255)  # green labels, orange candidates
 SHEET_TILES, SHEET_TILE_PX = 16, 256
-_EMPTY5, _EMPTY6 = np.zeros((0, 5)), np.zeros((0, 6))
+REVIEW_MAX_DRAWN = 30  # candidates drawn per review image (the highest scores): more only hide the image
+_EMPTY5 = np.zeros((0, 5))
 
 
 def _num(v: Any) -> bool:
@@ -91,7 +94,6 @@ MINE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "max_det": (300, lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "device": (None, lambda v: not isinstance(v, bool), "a device such as cpu, 0 or 0,1"),
     "augment": (False, lambda v: isinstance(v, bool), "True or False"),
-    "half": (False, lambda v: isinstance(v, bool), "True or False"),
     "top": (50, lambda v: _int(v) and v >= 0, "an integer >= 0 (images in review.html)"),
     "images": (False, lambda v: isinstance(v, bool), "True or False"),
     "out": (None, lambda v: v is None or _text(v), "an output folder"),
@@ -159,23 +161,34 @@ def image_names(files: Iterable[str]) -> dict[str, str]:
 def dir_key(path: str | Path) -> str:
     """An image path with its folder resolved and its file name kept: split outputs hold symlinks to their sources,
     and a manifest and a data YAML may reach the same folder through different links."""
-    path = os.path.abspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(_real_dir(folder), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_dir(folder: str) -> str:
+    return os.path.realpath(folder)  # a few folders hold all images: resolve each once
 
 
 def hidden_boxes(data: SplitImages) -> tuple[Path | None, dict[str, np.ndarray]]:
     """The data YAML's hidden-box manifest and {dir_key(image): (n, 5) [cls, cx, cy, w, h]} for this split's images.
 
-    A manifest that lists none of the split's images (e.g. mining `val` against a train manifest) calibrates nothing:
-    (None, {}) then.
+    A manifest with no hidden box in the split's images (e.g. mining `val` against a train manifest) cannot calibrate
+    anything: (None, {}) then, with a warning.
     """
+    from ultralytics.utils import LOGGER
+
     path = find_manifest(data.yaml_path)
     if path is None:
         return None, {}
     manifest = load_manifest(path)
     keys = {dir_key(f) for f in data.images.images.values()}
-    boxes = {k: b for k, b in ((dir_key(f), b) for f, b in manifest.boxes.items()) if k in keys}
-    return (path, boxes) if boxes or not manifest.boxes else (None, {})
+    boxes = {k: b for k, b in ((dir_key(f), b) for f, b in manifest.boxes.items()) if k in keys and len(b)}
+    if not boxes:
+        LOGGER.warning(f"mine: {path} lists no hidden box in the {data.split} images of {data.yaml_path}: "
+                       "the candidate list cannot be calibrated")
+        return None, {}
+    return path, boxes
 
 
 # --------------------------------------------------------------------------------------------------- the model
@@ -330,7 +343,7 @@ def predict_split(yolo, data: SplitImages, hidden: dict[str, np.ndarray] | None,
     from ultralytics.utils import TQDM
 
     files = sorted(data.images.images.values())
-    kw = {k: opts[k] for k in ("iou", "imgsz", "batch", "max_det", "augment", "half", "device") if opts[k] is not None}
+    kw = {k: opts[k] for k in ("iou", "imgsz", "batch", "max_det", "augment", "device") if opts[k] is not None}
     conf = min(SCORE_FLOOR, opts["conf"] or 1.0)
     mined = []
     with tempfile.TemporaryDirectory(prefix="yolo-partial-mine-") as tmp:
@@ -425,6 +438,14 @@ def cvat_labels(names: dict[int, str]) -> list[CvatLabel]:
     return [CvatLabel(n, "#%02x%02x%02x" % colors(c), attributes) for c, n in names.items()]
 
 
+def cvat_raw_labels(labels: list[CvatLabel]) -> str:
+    """cvat_labels.json: the same declarations in CVAT's "Raw" label editor format, to paste when creating the task."""
+    return json.dumps([{"name": lb.name, "color": lb.color, "type": "rectangle", "attributes": [
+        {"name": a.name, "mutable": a.mutable, "input_type": a.input_type, "default_value": a.default,
+         "values": list(a.values) or [a.default]} for a in lb.attributes]} for lb in labels], indent=1,
+        ensure_ascii=False) + "\n"
+
+
 def _score(s: float) -> str:
     return f"{s:.5f}"
 
@@ -433,43 +454,52 @@ def cvat_images(listed: list[tuple[MinedImage, np.ndarray]], names: dict[int, st
     """One CvatImage per listed image (ranking order): its labels, then its candidates (source and score attributes)."""
     images = []
     for i, (m, cands) in enumerate(listed):
-        boxes = [CvatBox(names[int(c)], tuple(round(v, 2) for v in b), {"source": "label", "score": ""})
-                 for c, *b in m.labels.tolist()]
+        labels = np.round(m.labels, 2).tolist()  # as candidates.json rounds them
+        boxes = [CvatBox(names[int(c)], tuple(b), {"source": "label", "score": ""}) for c, *b in labels]
         boxes += [CvatBox(names[int(c)], (x1, y1, x2, y2), {"source": "candidate", "score": _score(s)},
                           source="auto") for c, x1, y1, x2, y2, s in cands.tolist()]
         images.append(CvatImage(i, m.name, m.width, m.height, boxes))
     return images
 
 
-def coco_json(listed: list[tuple[MinedImage, np.ndarray]], names: dict[int, str]) -> dict[str, Any]:
-    """COCO detection dict: images (ranking order), categories (id = class + 1), labels and candidates as annotations.
+def coco_json(listed: list[tuple[MinedImage, np.ndarray]], names: dict[int, str]) -> str:
+    """COCO detection JSON text: images (ranking order), categories (id = class + 1), labels and candidates as
+    annotations, one entry per line.
 
     Candidates carry `score` and `"candidate": true`; both kinds carry CVAT-style `attributes` (source, score), which
-    CVAT's COCO import keeps.
+    CVAT's COCO import keeps. Annotations are formatted directly (floats as Python's repr, which is valid JSON):
+    json's encoder would take about as long as the prediction on a long list.
     """
     images, annotations = [], []
     for i, (m, cands) in enumerate(listed, 1):
-        images.append({"id": i, "file_name": m.name, "width": m.width, "height": m.height})
-        rows = [(c, b, None) for c, *b in m.labels.tolist()] + [(c, b, s) for c, *b, s in cands.tolist()]
-        for c, (x1, y1, x2, y2), s in rows:
-            x1, y1, x2, y2 = (round(v, 2) for v in (x1, y1, x2, y2))
-            w, h = round(x2 - x1, 2), round(y2 - y1, 2)
-            ann = {"id": len(annotations) + 1, "image_id": i, "category_id": int(c) + 1, "bbox": [x1, y1, w, h],
-                   "area": round(w * h, 4), "iscrowd": 0, "segmentation": [], "candidate": s is not None}
-            if s is not None:
-                ann["score"] = round(s, 5)
-            ann["attributes"] = {"source": "label" if s is None else "candidate", "score": "" if s is None else _score(s)}
-            annotations.append(ann)
-    categories = [{"id": c + 1, "name": n, "supercategory": ""} for c, n in names.items()]
-    return {"info": {"description": "yolo-partial mine: labels and candidate missing boxes", "version": "1.0"},
-            "licenses": [], "images": images, "categories": categories, "annotations": annotations}
+        images.append(json.dumps({"id": i, "file_name": m.name, "width": m.width, "height": m.height},
+                                 ensure_ascii=False))
+        boxes = np.round(np.concatenate([m.labels[:, 1:5], cands[:, 1:5]]), 2)
+        wh = np.round(boxes[:, 2:] - boxes[:, :2], 2)
+        classes = np.concatenate([m.labels[:, 0], cands[:, 0]]).astype(int).tolist()
+        scores = [None] * len(m.labels) + np.round(cands[:, 5], 5).tolist()
+        for c, (x, y), (w, h), s in zip(classes, boxes[:, :2].tolist(), wh.tolist(), scores):
+            kind = ('"candidate": false, "attributes": {"source": "label", "score": ""}' if s is None else
+                    f'"candidate": true, "score": {s!r}, '
+                    f'"attributes": {{"source": "candidate", "score": "{_score(s)}"}}')
+            annotations.append(f'{{"id": {len(annotations) + 1}, "image_id": {i}, "category_id": {c + 1}, '
+                               f'"bbox": [{x!r}, {y!r}, {w!r}, {h!r}], "area": {round(w * h, 4)!r}, "iscrowd": 0, '
+                               f'"segmentation": [], {kind}}}')
+    categories = [json.dumps({"id": c + 1, "name": n, "supercategory": ""}, ensure_ascii=False)
+                  for c, n in names.items()]
+    info = {"description": "yolo-partial mine: labels and candidate missing boxes", "version": "1.0"}
+
+    def block(key: str, entries: list[str]) -> str:
+        return f'"{key}": [' + ",".join(f"\n  {e}" for e in entries) + "\n ]"
+
+    return "{\n " + ",\n ".join([f'"info": {json.dumps(info)}', '"licenses": []', block("images", images),
+                                  block("categories", categories), block("annotations", annotations)]) + "\n}\n"
 
 
 def candidate_txt(m: MinedImage, cands: np.ndarray) -> str:
     """YOLO lines 'cls cx cy w h score' of an image's exported candidates."""
-    xywh = xyxy_to_yolo(cands[:, 1:5], m.width, m.height)
-    return "".join(f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f} {_score(s)}\n"
-                   for c, (x, y, w, h), s in zip(cands[:, 0], xywh, cands[:, 5]))
+    rows = np.concatenate([cands[:, :1], xyxy_to_yolo(cands[:, 1:5], m.width, m.height), cands[:, 5:]], 1)
+    return ("%d %.6f %.6f %.6f %.6f %.5f\n" * len(rows)) % tuple(rows.ravel().tolist())  # one C-level format
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
@@ -500,25 +530,26 @@ def suspect_rows(mined: list[MinedImage], names: dict[int, str], cut: float) -> 
         for j in np.flatnonzero(m.label_score < cut):
             c, (oc, os_) = int(m.labels[j, 0]), m.other[j]
             other = names[int(oc)] if oc >= 0 and os_ >= cut else ""
-            rows.append([m.name, c, names[c], *(f"{v:.6f}" for v in xywh[j]), _score(m.label_score[j]), other,
-                         _score(os_) if other else ""])
-    return sorted(rows, key=lambda r: (r[7], r[0]))
+            rows.append((m.label_score[j], [m.name, c, names[c], *(f"{v:.6f}" for v in xywh[j]),
+                                            _score(m.label_score[j]), other, _score(os_) if other else ""]))
+    return [row for _, row in sorted(rows, key=lambda r: (r[0], r[1][0]))]
 
 
-def draw(m: MinedImage, cands: np.ndarray, names: dict[int, str], size: int = 640) -> np.ndarray:
-    """The image with its labels (green, class) and candidates (orange, class and score), longest side `size` px."""
+def draw(m: MinedImage, cands: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """The image with its labels (green, class) and its first REVIEW_MAX_DRAWN candidates (orange, class and score),
+    longest side 480-960 px."""
     from ultralytics.utils.plotting import Annotator
 
     im = cv2.imread(m.file)
     if im is None:
         raise PartialDataError(f"{m.file}: unreadable image")
-    scale = size / max(m.width, m.height)
+    scale = min(max(max(m.width, m.height), 480), 960) / max(m.width, m.height)  # small images up, big ones down
     im = cv2.resize(im, (round(m.width * scale), round(m.height * scale)), interpolation=cv2.INTER_AREA if scale < 1
                     else cv2.INTER_LINEAR)
     ann = Annotator(im, example=" ".join(names.values()))
     for c, *b in m.labels.tolist():
         ann.box_label([v * scale for v in b], names[int(c)], color=LABEL_BGR)
-    for c, *b, s in cands.tolist():
+    for c, *b, s in cands[:REVIEW_MAX_DRAWN][::-1].tolist():  # the highest score drawn last, on top
         ann.box_label([v * scale for v in b], f"{names[int(c)]} {s:.2f}", color=CANDIDATE_BGR)
     return ann.result()
 
@@ -538,6 +569,8 @@ def review_html(drawn: list[tuple[MinedImage, np.ndarray, np.ndarray]], names: d
              "Images ranked by expected missing boxes (sum of candidate scores).</p>"]
     for i, (m, cands, im) in enumerate(drawn, 1):
         rows = "".join(f"<tr><td>{esc(names[int(c)])}</td><td>{s:.3f}</td></tr>" for c, *_, s in cands.tolist())
+        more = len(cands) - REVIEW_MAX_DRAWN
+        rows += f"<tr><td colspan=\"2\">({more} more not drawn)</td></tr>" if more > 0 else ""
         parts.append(f"<figure><figcaption><b>#{i} {esc(m.name)}</b>: expected missing {cands[:, 5].sum():.2f}, "
                      f"{len(cands)} candidates, {len(m.labels)} labels</figcaption>"
                      f"<img src=\"data:image/jpeg;base64,{_jpeg_b64(im)}\" alt=\"{esc(m.name)}\">"
@@ -552,7 +585,8 @@ def contact_sheet(drawn: list[np.ndarray], tile: int = SHEET_TILE_PX, cols: int 
     sheet = np.full((rows * tile, cols * tile, 3), 114, np.uint8)
     for i, im in enumerate(drawn):
         s = tile / max(im.shape[:2])
-        im = cv2.resize(im, (max(1, round(im.shape[1] * s)), max(1, round(im.shape[0] * s))), interpolation=cv2.INTER_AREA)
+        size = (max(1, round(im.shape[1] * s)), max(1, round(im.shape[0] * s)))
+        im = cv2.resize(im, size, interpolation=cv2.INTER_AREA)
         y, x = i // cols * tile + (tile - im.shape[0]) // 2, i % cols * tile + (tile - im.shape[1]) // 2
         sheet[y:y + im.shape[0], x:x + im.shape[1]] = im
         cv2.putText(sheet, f"#{i + 1}", (i % cols * tile + 4, i // cols * tile + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
@@ -572,10 +606,14 @@ def plot_pr(cal: Calibration, cut: float, path: Path) -> None:
     from matplotlib.figure import Figure
 
     t, n, real = cal.curve()
+    if len(t) > 2000:  # a curve of 2000 points looks the same and draws much faster
+        keep = np.unique(np.linspace(0, len(t) - 1, 2000).round().astype(int))
+        t, n, real = t[keep], n[keep], real[keep]
     p, r = real / np.maximum(n, 1), real / max(cal.hidden, 1)
     n_cut, _, p_cut, r_cut = cal.at(cut)
-    fig = Figure(figsize=(11, 4.2), tight_layout=True)
+    fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.2)  # fixed: no layout passes
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(r, p, color="tab:blue")
     if n_cut:
@@ -589,7 +627,7 @@ def plot_pr(cal: Calibration, cut: float, path: Path) -> None:
     ax2.axhline(cal.target, color="grey", ls=":", label=f"precision target {cal.target:g}")
     ax2.set(xlabel="score threshold", xlim=(0, 1), ylim=(0, 1.02), title="Precision and recall by threshold")
     ax2.legend(loc="best")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
 
 
 def write_zip(path: Path, listed: list[tuple[MinedImage, np.ndarray]]) -> None:
@@ -609,37 +647,51 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_outputs(tmp: Path, mined: list[MinedImage], data: SplitImages, cut: float, cal: Calibration | None,
-                  opts: dict[str, Any], record: dict[str, Any]) -> None:
-    """Write every output file of a mine run into the (temporary) folder tmp; `record` becomes mine.json."""
+def write_review(tmp: Path, listed: list[tuple[MinedImage, np.ndarray]], names: dict[int, str], top: int,
+                 summary: str) -> None:
+    """review.html (the top images) and review.png (contact sheet of the top SHEET_TILES)."""
     from .patches import install_offline_guards
 
+    install_offline_guards()  # non-ASCII class names make the Annotator fetch a font
+    drawn = [(m, c, draw(m, c, names)) for m, c in listed[:max(top, SHEET_TILES)]]
+    (tmp / "review.html").write_text(review_html(drawn[:top], names, summary), encoding="utf-8")
+    cv2.imwrite(str(tmp / "review.png"), contact_sheet([im for *_, im in drawn[:SHEET_TILES]]))
+
+
+def write_outputs(tmp: Path, mined: list[MinedImage], data: SplitImages, cut: float, cal: Calibration | None,
+                  opts: dict[str, Any], record: dict[str, Any]) -> None:
+    """Write every output file of a mine run into the (temporary) folder tmp; `record` becomes mine.json.
+
+    The drawings and the PR plot (OpenCV and Agg, which mostly release the GIL) are made in worker threads while this
+    one formats the text files.
+    """
     names = data.names
     ranked = rank(mined, cut)
     listed = [(m, c) for m, c in ranked if len(c)]
-    write_cvat_images(tmp / "candidates.xml", cvat_images(listed, names), cvat_labels(names),
-                      f"yolo-partial mine: {data.yaml_path.parent.name} {data.split}")
-    (tmp / "candidates.json").write_text(json.dumps(coco_json(listed, names), indent=1), encoding="utf-8")
-    for m, cands in listed:
-        txt = (tmp / "candidates" / m.name).with_suffix(".txt")
-        txt.parent.mkdir(parents=True, exist_ok=True)
-        txt.write_text(candidate_txt(m, cands), encoding="utf-8")
-    (tmp / "candidates").mkdir(exist_ok=True)
-    head = ["rank", "image", "expected_missing", "candidates", "labels", "top_score"]
-    write_csv(tmp / "ranking.csv", head + (["hidden", "real"] if cal else []), ranking_rows(ranked, cut))
-    suspects = suspect_rows(mined, names, cut)
-    write_csv(tmp / "suspect_labels.csv", ["image", "cls", "name", "cx", "cy", "w", "h", "score", "other_name",
-                                           "other_score"], suspects)
-    install_offline_guards()  # non-ASCII class names make the Annotator fetch a font
-    top = listed[:max(opts["top"], SHEET_TILES)]
-    drawn = [(m, c, draw(m, c, names)) for m, c in top]
-    (tmp / "review.html").write_text(review_html(drawn[:opts["top"]], names, record["line"]), encoding="utf-8")
-    cv2.imwrite(str(tmp / "review.png"), contact_sheet([im for *_, im in drawn[:SHEET_TILES]]))
-    if cal is not None:
-        write_csv(tmp / "pr.csv", ["threshold", "candidates", "real", "precision", "recall"], pr_rows(cal))
-        plot_pr(cal, cut, tmp / "pr.png")
-    if opts["images"]:
-        write_zip(tmp / "images.zip", listed)
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(write_review, tmp, listed, names, opts["top"], record["line"])]
+        if cal is not None:
+            jobs.append(pool.submit(plot_pr, cal, cut, tmp / "pr.png"))
+            write_csv(tmp / "pr.csv", ["threshold", "candidates", "real", "precision", "recall"], pr_rows(cal))
+        labels = cvat_labels(names)
+        write_cvat_images(tmp / "candidates.xml", cvat_images(listed, names), labels,
+                          f"yolo-partial mine: {data.yaml_path.parent.name} {data.split}")
+        (tmp / "cvat_labels.json").write_text(cvat_raw_labels(labels), encoding="utf-8")
+        (tmp / "candidates.json").write_text(coco_json(listed, names), encoding="utf-8")
+        (tmp / "candidates").mkdir()
+        for m, cands in listed:
+            txt = (tmp / "candidates" / m.name).with_suffix(".txt")
+            txt.parent.mkdir(parents=True, exist_ok=True)
+            txt.write_text(candidate_txt(m, cands), encoding="utf-8")
+        head = ["rank", "image", "expected_missing", "candidates", "labels", "top_score"]
+        write_csv(tmp / "ranking.csv", head + (["hidden", "real"] if cal else []), ranking_rows(ranked, cut))
+        suspects = suspect_rows(mined, names, cut)
+        write_csv(tmp / "suspect_labels.csv", ["image", "cls", "name", "cx", "cy", "w", "h", "score", "other_name",
+                                               "other_score"], suspects)
+        if opts["images"]:
+            write_zip(tmp / "images.zip", listed)
+        for job in jobs:
+            job.result()  # re-raises a worker's error here, inside atomic_dir
     record.update(candidates=int(sum(len(c) for _, c in listed)), candidate_images=len(listed),
                   expected_missing=round(float(sum(c[:, 5].sum() for _, c in listed)), 4),
                   suspect_labels=len(suspects), files={"candidates.json": sha256(tmp / "candidates.json")})
@@ -672,12 +724,12 @@ def choose_cut(opts: dict[str, Any], cal: Calibration | None) -> tuple[float, st
 def report_line(cal: Calibration | None, cut: float, how: str, data: SplitImages, n_cands: int) -> str:
     """The line that tells how far the list can be trusted: calibrated figures, or that it is uncalibrated."""
     if cal is None:
-        return (f"uncalibrated: {data.yaml_path} names no hidden-box manifest for its {data.split} images, so how many "
-                f"of the {n_cands} candidates at score ≥ {cut:.3g} are real is unknown; to calibrate, make a copy with "
-                f"`yolo-partial split data={data.yaml_path.name} mode=keep ratio=0.9`, train on it and mine it")
+        return (f"uncalibrated: {data.yaml_path} has no hidden-box manifest for its {data.split} images, so how many "
+                f"of the {n_cands} candidates at score ≥ {cut:.3g} are real is unknown; to calibrate, make a copy "
+                f"with `yolo-partial split data={data.yaml_path.name} mode=keep ratio=0.9`, train on it and mine it")
     line = calibrated_line(cal, cut)
-    if cal.threshold is None:
-        line += f" (no score threshold reaches precision {cal.target:g}; cut at {how} conf {cut:.3g})"
+    if cal.threshold is None and how != "given":
+        line += f" (no score threshold reaches precision {cal.target:g}; cut at the default conf {cut:.3g})"
     return line
 
 
@@ -697,6 +749,7 @@ def run_mine(args: dict[str, Any]) -> Path:
     check_model_names(str(opts["model"]), yolo.names, data)
     manifest, boxes = hidden_boxes(data)
     out = out_dir(opts)
+    check_replaceable(out)  # now, not after predicting for an hour
     mined = predict_split(yolo, data, boxes if manifest else None, opts)
     cal = calibrate(mined, opts["precision"]) if manifest else None
     cut, how = choose_cut(opts, cal)
