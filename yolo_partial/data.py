@@ -94,6 +94,25 @@ def resolve_data(data: str | None) -> str:
     return str(path)
 
 
+def dataset_file(data_yaml: str | Path, key: str, expected: str) -> Path | None:
+    """The file named by a data YAML's top-level `key` (e.g. `hidden:`, `partial:`), or None when it has none.
+
+    Like `train:` and `val:`, the value is relative to the dataset root (the YAML's `path:`, else its folder), so a
+    shipped YAML such as data/voc-hard.yaml can name a file inside the dataset it points to; an absolute value stays.
+    """
+    import os
+
+    data_yaml = Path(data_yaml)
+    cfg = load_yaml(data_yaml, "data YAML")
+    value = cfg.get(key)
+    if value is None:
+        return None
+    path = Path(os.path.normpath(dataset_root(data_yaml, cfg) / str(value)))
+    if not path.is_file():
+        raise PartialDataError(f"{data_yaml}: {key}: {value} not found at {path}: expected {expected}")
+    return path
+
+
 def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
     """The folder that a data YAML's relative train/val paths refer to, following Ultralytics' rule."""
     root = Path(cfg.get("path") or yaml_path.parent)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import dataset_root, load_yaml
+from .data import dataset_file, dataset_root, load_yaml
 from .errors import PartialDataError
 from .labels import MANIFEST_FORMAT, read_label_file
 
@@ -106,20 +106,8 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def find_manifest(data_yaml: str | Path) -> Path | None:
-    """The manifest named by a data YAML's top-level `hidden:` key, or None.
-
-    Like `train:` and `val:`, the value is relative to the dataset root (the YAML's `path:`, else its folder), so a
-    shipped YAML such as data/voc-hard.yaml can name the manifest inside the dataset it points to.
-    """
-    data_yaml = Path(data_yaml)
-    cfg = load_yaml(data_yaml, "data YAML")
-    value = cfg.get("hidden")
-    if value is None:
-        return None
-    path = Path(os.path.normpath(dataset_root(data_yaml, cfg) / str(value)))  # an absolute value stays as it is
-    if not path.is_file():
-        raise PartialDataError(f"{data_yaml}: hidden: {value} not found at {path}: expected a manifest JSON file")
-    return path
+    """The manifest named by a data YAML's top-level `hidden:` key (relative to the dataset root), or None."""
+    return dataset_file(data_yaml, "hidden", "a manifest JSON file")
 
 
 def best_scores(hidden, preds, iou: float = 0.5):

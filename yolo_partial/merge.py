@@ -34,16 +34,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from ultralytics.data.utils import img2label_paths
 from ultralytics.utils import LOGGER
 
 from .data import check_image_sources, dataset_root, load_yaml
 from .errors import PartialConfigError, PartialDataError
-from .fileio import atomic_dir, link_image
+from .fileio import atomic_dir
 from .keys import check_known_keys
-from .labels import class_names, data_yaml_text, read_label_file
+from .labels import class_names, data_yaml_text
 from .partial_labels import ImagePartial, load_for_data, write_partial
-from .split import is_image, list_images, mirror, output_paths, write_lists
+from .split import is_image, linked_images, list_images, mirror, write_lists
 
 MERGE_KEYS = {"data", "out", "names"}
 NAME_MODES = ("union", "ids")
@@ -167,19 +166,8 @@ def merge_by_id(sources: list[Source]) -> tuple[dict[int, str], list[np.ndarray]
 
 def write_source(tmp: Path, out: Path, src: Source, remap: np.ndarray) -> dict[str, int]:
     """Link one source's images into tmp and write their labels with merged class ids -> image and box counts."""
-    made, labels, n_boxes = set(), set(), 0
-    for rel, image in src.images.items():
-        image_rel, label_rel = output_paths(out, rel)
-        if label_rel in labels:
-            raise PartialDataError(f"{image}: shares its label file with another image of {src.yaml}: expected one "
-                                   "per image")
-        labels.add(label_rel)
-        image_dst, label_dst = os.path.join(tmp, image_rel), os.path.join(tmp, label_rel)
-        for folder in {os.path.dirname(image_dst), os.path.dirname(label_dst)} - made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        link_image(Path(image), Path(image_dst))
-        rows = read_label_file(img2label_paths([image])[0], len(src.names))
+    n_boxes = 0
+    for _, _, label_dst, rows in linked_images(tmp, out, src.images, len(src.names), f"image of {src.yaml}"):
         if rows is None:  # a background image: no label file, as in the source
             continue
         with open(label_dst, "w", encoding="utf-8") as f:

@@ -162,21 +162,10 @@ class PartialLabels:
 
 
 def find_partial(data_yaml: str | Path) -> Path | None:
-    """The file named by a data YAML's top-level `partial:` key, or None when it has none.
+    """The file named by a data YAML's top-level `partial:` key (relative to the dataset root), or None."""
+    from .data import dataset_file
 
-    Like `train:` and `hidden:`, the value is relative to the dataset root (the YAML's `path:`, else its folder).
-    """
-    from .data import dataset_root, load_yaml
-
-    data_yaml = Path(data_yaml)
-    cfg = load_yaml(data_yaml, "data YAML")
-    value = cfg.get("partial")
-    if value is None:
-        return None
-    path = Path(os.path.normpath(dataset_root(data_yaml, cfg) / str(value)))  # an absolute value stays as it is
-    if not path.is_file():
-        raise PartialDataError(f"{data_yaml}: partial: {value} not found at {path}: expected a {FORMAT} JSON file")
-    return path
+    return dataset_file(data_yaml, "partial", f"a {FORMAT} JSON file")
 
 
 def load_for_data(data_yaml: str | Path, images: list[str] | None = None) -> PartialLabels | None:

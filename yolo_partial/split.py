@@ -41,7 +41,7 @@ import random
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
@@ -279,19 +279,9 @@ def write_train(tmp: Path, out: Path, train: TrainSet, nc: int, removed_of: Call
     Returns per-class box counts before and after, and the number of images without a label file.
     Paths are plain strings here: pathlib costs more than the file operations on a fast disk.
     """
-    before, after, n_bare, made, sep = [0] * nc, [0] * nc, 0, set(), ""
-    labels = set()
-    for rel, image in TQDM(train.images.items(), desc="split: writing labels"):
-        image_rel, label_rel = output_paths(out, rel)
-        if label_rel in labels:
-            raise PartialDataError(f"{image}: shares its label file with another train image: expected one per image")
-        labels.add(label_rel)
-        image_dst, label_dst = os.path.join(tmp, image_rel), os.path.join(tmp, label_rel)
-        for folder in {os.path.dirname(image_dst), os.path.dirname(label_dst)} - made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        link_image(Path(image), Path(image_dst))
-        rows = read_label_file(img2label_paths([image])[0], nc)
+    before, after, n_bare, sep = [0] * nc, [0] * nc, 0, ""
+    for rel, image, label_dst, rows in TQDM(linked_images(tmp, out, train.images, nc, "train image"),
+                                            total=len(train.images), desc="split: writing labels"):
         if rows is None:  # a background image: Ultralytics reads a missing label file as 'no objects'
             n_bare += 1
             continue
@@ -307,6 +297,28 @@ def write_train(tmp: Path, out: Path, train: TrainSet, nc: int, removed_of: Call
         with open(label_dst, "w", encoding="utf-8") as f:
             f.write("".join(kept))
     return before, after, n_bare
+
+
+def linked_images(tmp: Path, out: Path, images: dict[str, str], nc: int, what: str = "image"
+                  ) -> Iterator[tuple[str, str, str, list[Row] | None]]:
+    """Link each image of {relative path: source image} into tmp (a dataset that will live at `out`) and read its
+    source labels -> yields (rel, source image, the label file to write in tmp, the label rows or None when none).
+
+    Shared by every tool that writes a new dataset version (split, merge, accept): one place decides where an image's
+    link and label file go, refuses two images sharing one label file, and makes each folder once.
+    """
+    made, labels = set(), set()
+    for rel, image in images.items():
+        image_rel, label_rel = output_paths(out, rel)
+        if label_rel in labels:
+            raise PartialDataError(f"{image}: shares its label file with another {what}: expected one per image")
+        labels.add(label_rel)
+        image_dst, label_dst = os.path.join(tmp, image_rel), os.path.join(tmp, label_rel)
+        for folder in {os.path.dirname(image_dst), os.path.dirname(label_dst)} - made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        link_image(Path(image), Path(image_dst))
+        yield rel, image, label_dst, read_label_file(img2label_paths([image])[0], nc)
 
 
 def output_paths(out: Path, rel: str) -> tuple[str, str]:
