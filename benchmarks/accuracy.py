@@ -17,7 +17,8 @@ yolo_partial.hidden.hidden_hits) measure how many of the removed boxes the model
 
 Every run is saved as <work>/runs/<row>-<variant>-s<seed>-<hash>.json, where the hash covers every setting that shaped
 it: the data (data.yaml and manifest bytes), model, epochs, imgsz, batch, seed, every method key (defaults filled in),
-the source of the enabled methods' files and of the loss that composes them, and the Ultralytics version. A saved run
+the source of the enabled methods' files and of the loss that composes them (none for the baselines, whose loss is
+Ultralytics' own exactly, as tested), and the Ultralytics version. A saved run
 is reused only when its hash matches, so an interrupted benchmark continues where it stopped and a changed default or
 method never reuses a stale row. Run it in the background:
 
@@ -91,8 +92,10 @@ def settings_hash(data: str, keys: dict, seed: int) -> tuple[str, dict]:
     method = method_args(keys)
     d = Path(data)
     manifest = d.parent / "hidden.json"
-    files = [*CORE, *(f"yolo_partial/losses/{f}" for k, f in METHOD_FILES.items() if any(
-        n.startswith(k) and v not in (False, 0, 0.0) for n, v in keys.items()))]
+    own = [f"yolo_partial/losses/{f}" for k, f in METHOD_FILES.items()
+           if any(n.startswith(k) and v not in (False, 0, 0.0) for n, v in keys.items())]
+    # with no method on, the loss is Ultralytics' own exactly (tests/test_losses.py): no code of ours shapes the run
+    files = [*CORE, *own] if own else []
     code = hashlib.sha1(b"".join((REPO / f).read_bytes() for f in files if (REPO / f).is_file())).hexdigest()
     data_bytes = d.read_bytes() + (manifest.read_bytes() if manifest.is_file() else b"")
     settings = {"data": str(d), "data_sha1": hashlib.sha1(data_bytes).hexdigest(), **BUDGET, "seed": seed,
