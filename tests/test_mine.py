@@ -449,6 +449,8 @@ def test_accept_bad_inputs(setup, mined, tmp_path, source_digest):
     _one_line_error(PartialConfigError, run_accept, {**base, "reviewed": str(mined / "candidates.xml"),
                                                      "out": str(root / "v")}, match="inside the source dataset")
     _one_line_error(PartialConfigError, run_accept, {**base, "reviewd": "x.xml"}, match="unknown key 'reviewd'")
+    _one_line_error(PartialDataError, run_accept, {**base, "reviewed": str(tmp_path / "none.xml")},
+                    match="reviewed file not found: .*none.xml", nothing_at=out)
     # the record itself edited in place: refused, it is what the review is compared with
     edited = tmp_path / "edited"
     edited.mkdir()

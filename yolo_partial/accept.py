@@ -405,6 +405,8 @@ def run_accept(args: dict[str, Any]) -> Path:
     if opts["reviewed"] is None:
         raise PartialConfigError("accept needs reviewed=FILE: expected the reviewed candidates.xml or candidates.json")
     reviewed_path = Path(str(opts["reviewed"])).expanduser().absolute()
+    if not reviewed_path.is_file():
+        raise PartialDataError(f"reviewed file not found: {reviewed_path}")
     mined = Path(str(opts["mined"] or reviewed_path.parent)).expanduser().absolute()
     if not (mined / RECORD).is_file():
         raise PartialConfigError(f"mined={mined} holds no {RECORD}: expected the output folder of the mine run the "
