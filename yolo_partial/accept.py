@@ -36,13 +36,13 @@ import numpy as np
 
 from .cvat import read_cvat_images
 from .errors import PartialConfigError, PartialDataError
-from .fileio import atomic_dir, link_image
+from .fileio import atomic_dir
 from .hidden import find_manifest, load_manifest
-from .labels import MANIFEST_FORMAT, data_yaml_text, read_label_file
+from .labels import MANIFEST_FORMAT, data_yaml_text
 from .data import resolve_data
 from .mine import (RECORD, RECORD_FORMAT, SplitImages, _num, _text, box_iou, check_args, dir_key, greedy_match,
                    load_split, xyxy_to_yolo, yolo_to_xyxy)
-from .split import output_paths, write_lists
+from .split import linked_images, write_lists
 
 TOL_PX = 0.5  # a reviewed box within this many pixels of an exported one is that box (CVAT keeps 0.01 px)
 EDIT_IOU = 0.5  # a reviewed box that moved this little from an exported one is that box, edited
@@ -447,21 +447,13 @@ def write_version(tmp: Path, out: Path, data: SplitImages, record: Record, revie
                   carried: Carried | None, remove_labels: bool, match_iou: float, reviewed_path: Path
                   ) -> dict[str, int]:
     """Write the new dataset version into tmp (final location out) -> the summary counts of accepted.json."""
-    from ultralytics.data.utils import img2label_paths
-
     nc = len(data.names)
     added, rejected, removed, restored = [], [], [], set()
     counts = dict.fromkeys(("candidate", "relabelled", "edited", "drawn", "label_edit"), 0)
-    kept_labels, zero_area, made = 0, 0, set()
+    kept_labels, zero_area = 0, 0
     rel_of = {dir_key(f): rel for rel, f in data.images.images.items()}
-    for rel, file in data.images.images.items():
-        image_rel, label_rel = output_paths(out, rel)
-        image_dst, label_dst = tmp / image_rel, tmp / label_rel
-        for folder in {image_dst.parent, label_dst.parent} - made:
-            folder.mkdir(parents=True, exist_ok=True)
-            made.add(folder)
-        link_image(Path(file), image_dst)
-        rows = read_label_file(img2label_paths([file])[0], nc)
+    for rel, file, label_dst, rows in linked_images(tmp, out, data.images.images, nc):
+        label_dst = Path(label_dst)
         name = data.name_of[file]
         r = review.get(name)
         if r is None:  # not reviewed: the labels stay as they are
