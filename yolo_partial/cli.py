@@ -9,14 +9,15 @@ from typing import Any
 from .offline import set_offline_env
 
 MODES = ("train", "val", "predict", "export", "reproduce")  # model modes: Ultralytics' keys plus the method keys
-# dataset tools: their own keys, checked by their modules; name -> (module, entry function)
+# dataset tools: their own keys, checked by their modules; name -> (module, entry function, boolean keys that may be
+# given bare, as `yolo` takes `save` for save=True)
 DATA_MODES = {
-    "split": ("split", "run_split"),
-    "convert": ("convert", "run_convert"),
-    "download": ("download", "run_download"),
-    "mine": ("mine", "run_mine"),
-    "accept": ("accept", "run_accept"),
-    "merge": ("merge", "run_merge"),
+    "split": ("split", "run_split", {"keep_single"}),
+    "convert": ("convert", "run_convert", set()),
+    "download": ("download", "run_download", set()),
+    "mine": ("mine", "run_mine", {"images", "augment", "exist_ok"}),
+    "accept": ("accept", "run_accept", {"remove_labels"}),
+    "merge": ("merge", "run_merge", set()),
 }
 MODE_USAGE = {
     "train": "yolo-partial train [cfg=FILE|NAME] [data=...] [model=...] [key=value ...]   (method keys: 'yolo-partial help')",
@@ -230,10 +231,10 @@ def run_data_tool(mode: str, tokens: list[str]) -> None:
 
     from .errors import PartialConfigError
 
-    module, entry = DATA_MODES[mode]
+    module, entry, bools = DATA_MODES[mode]
     run_tool = getattr(import_module(f".{module}", __package__), entry)
     if mode != "convert":
-        run_tool(parse_pairs(tokens, set()))
+        run_tool(parse_pairs(tokens, bools))
         return
     kind = tokens[0] if tokens and "=" not in tokens[0] else None
     if kind is None:
