@@ -25,7 +25,9 @@ method never reuses a stale row. Run it in the background:
   nohup python benchmarks/accuracy.py > accuracy.log 2>&1 &      # resumable; YOLO_PARTIAL_BENCH sets the work folder
   python benchmarks/accuracy.py --report                          # tables from the runs saved so far
 
-Results: benchmarks/results/accuracy_cpu/ (accuracy.md, ablation.md, runs.csv, accuracy.png).
+Results: benchmarks/results/accuracy_cpu/ (accuracy.md, ablation.md, runs.csv, accuracy.png), and every finished
+run's record in benchmarks/results/accuracy_cpu/runs/, where a later invocation (on any machine) finds and reuses it
+under the same hash rule: the benchmark continues across sessions from the committed records.
 """
 
 from __future__ import annotations
@@ -103,14 +105,29 @@ def settings_hash(data: str, keys: dict, seed: int) -> tuple[str, dict]:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10], settings
 
 
-def run(work: Path, row: str, variant: str, data: str, seed: int) -> dict:
-    """Train and evaluate one row unless a run with the same settings hash is saved -> its result."""
+RECORDS = REPO / "benchmarks" / "results" / "accuracy_cpu" / "runs"  # committed run records, reused anywhere
+
+
+def run_name(row: str, variant: str, data: str, seed: int) -> tuple[str, dict, dict]:
+    """(file stem, settings, method keys) of one run; the stem ends in its settings hash."""
     keys = ROWS.get(row, {}) if not row.startswith("combo:") else combo_keys(row)
     h, settings = settings_hash(data, keys, seed)
-    name = f"{row.replace(':', '-').replace('+', '_')}-{variant}-s{seed}-{h}"
-    done = work / "runs" / f"{name}.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    return f"{row.replace(':', '-').replace('+', '_')}-{variant}-s{seed}-{h}", settings, keys
+
+
+def saved_run(work: Path, name: str) -> dict | None:
+    """A finished run's record from the work folder or the committed records, else None."""
+    for folder in (work / "runs", RECORDS):
+        if (folder / f"{name}.json").is_file():
+            return json.loads((folder / f"{name}.json").read_text())
+    return None
+
+
+def run(work: Path, row: str, variant: str, data: str, seed: int) -> dict:
+    """Train and evaluate one row unless a run with the same settings hash is saved -> its result."""
+    name, settings, keys = run_name(row, variant, data, seed)
+    if (r := saved_run(work, name)) is not None:
+        return r
     from ultralytics import YOLO
 
     from yolo_partial.fileio import write_text_atomic
@@ -129,7 +146,9 @@ def run(work: Path, row: str, variant: str, data: str, seed: int) -> dict:
     result = {"row": row, "variant": variant, "seed": seed, "keys": keys, "settings": settings,
               "train_s": round(time.time() - t0, 1)}
     result.update(evaluate(work / "runs" / name / "weights" / "best.pt", {**BUDGET, "data": data}))
-    write_text_atomic(done, json.dumps(result, indent=1))
+    for folder in (work / "runs", RECORDS):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / f"{name}.json", json.dumps(result, indent=1))
     return result
 
 
@@ -244,10 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         variant = "full" if row == "baseline-full" else variant  # one complete-label run per seed serves both variants
         data = full if row == "baseline-full" else parts[variant]
         if a.report:
-            keys = combo_keys(row) if row.startswith("combo:") else ROWS.get(row, {})
-            h, _ = settings_hash(data, keys, seed)
-            f = work / "runs" / f"{row.replace(':', '-').replace('+', '_')}-{variant}-s{seed}-{h}.json"
-            r = json.loads(f.read_text()) if f.is_file() else None
+            r = saved_run(work, run_name(row, variant, data, seed)[0])
         else:
             r = run(work, row, variant, data, seed)
         if r is not None:
