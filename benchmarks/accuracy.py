@@ -16,7 +16,7 @@ of the two baselines (printed). Hidden recall (score >= 0.25) and the threshold-
 yolo_partial.hidden.hidden_hits) measure how many of the removed boxes the model finds.
 
 Every run is saved as <work>/runs/<row>-<variant>-s<seed>-<hash>.json, where the hash covers every setting that shaped
-it: the data (data.yaml and manifest bytes), model, epochs, imgsz, batch, seed, every method key (defaults filled in),
+it: the data (its train labels and class names, wherever it lies), model, epochs, imgsz, batch, seed, every method key (defaults filled in),
 the source of the enabled methods' files and of the loss that composes them (none for the baselines, whose loss is
 Ultralytics' own exactly, as tested), and the Ultralytics version. A saved run
 is reused only when its hash matches, so an interrupted benchmark continues where it stopped and a changed default or
@@ -85,6 +85,21 @@ def datasets(work: Path) -> tuple[str, dict[str, str]]:
     return full, parts
 
 
+def labels_sha1(data_yaml: Path) -> str:
+    """Hash of a dataset's train labels and class names, independent of where it lies (so records travel)."""
+    from ultralytics.data.utils import img2label_paths
+
+    from yolo_partial.data import dataset_root, load_yaml
+
+    cfg = load_yaml(data_yaml, "data YAML")
+    images = dataset_root(data_yaml, cfg) / str(cfg["train"])
+    h = hashlib.sha1(json.dumps(cfg["names"], sort_keys=True).encode())
+    for im in sorted(f for f in images.rglob("*.*") if f.suffix in {".jpg", ".png"}):
+        label = Path(img2label_paths([str(im)])[0])
+        h.update(im.relative_to(images).as_posix().encode() + b"\0" + (label.read_bytes() if label.is_file() else b""))
+    return h.hexdigest()
+
+
 def settings_hash(data: str, keys: dict, seed: int) -> tuple[str, dict]:
     """(hash, settings) of everything that shapes one run (see the module docstring)."""
     import ultralytics
@@ -93,14 +108,12 @@ def settings_hash(data: str, keys: dict, seed: int) -> tuple[str, dict]:
 
     method = method_args(keys)
     d = Path(data)
-    manifest = d.parent / "hidden.json"
     own = [f"yolo_partial/losses/{f}" for k, f in METHOD_FILES.items()
            if any(n.startswith(k) and v not in (False, 0, 0.0) for n, v in keys.items())]
     # with no method on, the loss is Ultralytics' own exactly (tests/test_losses.py): no code of ours shapes the run
     files = [*CORE, *own] if own else []
     code = hashlib.sha1(b"".join((REPO / f).read_bytes() for f in files if (REPO / f).is_file())).hexdigest()
-    data_bytes = d.read_bytes() + (manifest.read_bytes() if manifest.is_file() else b"")
-    settings = {"data": str(d), "data_sha1": hashlib.sha1(data_bytes).hexdigest(), **BUDGET, "seed": seed,
+    settings = {"data": d.parent.name, "data_sha1": labels_sha1(d), **BUDGET, "seed": seed,
                 "method": method, "code": code, "ultralytics": ultralytics.__version__}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10], settings
 
