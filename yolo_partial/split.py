@@ -24,6 +24,7 @@ Output folder (default <datasets_dir>/<source root folder name>-<mode>[ratio]-s<
   labels/...   their partial labels where Ultralytics looks for them; kept lines are copied verbatim, in order
   data.yaml    train relative to the folder, val/test pointing at the source by absolute path, `hidden: hidden.json`
   hidden.json  the manifest: every removed box (image, cls, box) and per-class counts
+  partial.json when the source names a `partial:` file: its entries carried over (see `carry_partial`)
 Label files must hold boxes ('class cx cy w h'); polygon lines are rejected with the file and line named, because
 the manifest records boxes and so could not restore them.
 
@@ -51,6 +52,7 @@ from .data import check_image_sources, dataset_root, load_yaml
 from .errors import PartialConfigError, PartialDataError
 from .fileio import atomic_dir, link_image
 from .labels import MANIFEST_FORMAT, Row, class_names, data_yaml_text, read_label_file
+from .partial_labels import ImagePartial, image_key, load_for_data, write_partial
 from .keys import check_known_keys
 
 MODES = ("easy", "hard", "extreme", "miss50", "keep")
@@ -116,9 +118,14 @@ def split_dataset(data: str | Path, mode: str, ratio: float | None = None, seed:
         summary = make_summary(len(train.images), names, before, after)
         header = {"format": MANIFEST_FORMAT, "source": str(yaml_path), "mode": mode, "ratio": ratio, "seed": seed,
                   **({} if keep_single else {"keep_single": False}), "root": ".", "summary": summary}
+        partial = load_for_data(yaml_path)  # the source's partial: file, carried over (its claims kept true)
+        if partial is not None:
+            write_partial(tmp / "partial.json", carry_partial(partial, train, tmp / ".removed.part"),
+                          [names[i] for i in range(len(names))])
         write_manifest(tmp / "hidden.json", header, tmp / ".removed.part")
         write_lists(tmp, train.lists)
-        (tmp / "data.yaml").write_text(data_yaml(out, train.entry, eval_sources(cfg, root), names, header))
+        (tmp / "data.yaml").write_text(data_yaml(out, train.entry, eval_sources(cfg, root), names, header,
+                                                 partial is not None))
     log_summary(out, header, n_bare)
     return out / "data.yaml"
 
@@ -365,13 +372,37 @@ def eval_sources(cfg: dict[str, Any], root: Path) -> dict[str, str | list[str]]:
             for k in ("val", "test") if (v := cfg.get(k))}
 
 
+def carry_partial(partial, train: TrainSet, removed: Path) -> dict[str, Any]:
+    """The source's `partial:` entries for the split: train images under their path in the output, with every class
+    that lost a box in an image taken out of its explicit `labeled_classes` (those claims would no longer be true);
+    val/test images (read from the source) under their absolute path. Negatives and ignore boxes stay as they are; an
+    image without `labeled_classes` keeps none, like every label file the split makes partial."""
+    lost: dict[str, set[int]] = {}
+    with open(removed, encoding="utf-8") as f:  # the removed boxes, one JSON object a line
+        for line in f:
+            if line.strip():
+                box = json.loads(line.strip().rstrip(","))
+                lost.setdefault(box["image"], set()).add(box["cls"])
+    out_rel = {image_key(image): rel for rel, image in train.images.items()}
+    entries = {}
+    for entry, key in zip(partial.entries.values(), partial.by_key):
+        rel = out_rel.get(key)
+        if rel is None:
+            entries[key] = entry
+        else:
+            labeled = None if entry.labeled is None else entry.labeled - lost.get(rel, set())
+            entries[rel] = ImagePartial(labeled, entry.negative, entry.ignore)
+    return entries
+
+
 def data_yaml(out: Path, train: str | list[str], evals: dict[str, Any], names: dict[int, str],
-              header: dict[str, Any]) -> str:
+              header: dict[str, Any], partial: bool = False) -> str:
     """The split's data YAML text, with a comment saying what was split and how."""
     tag = f"keep ratio={header['ratio']:g}" if header["mode"] == "keep" else header["mode"]
     comment = (f"# yolo-partial split of {json.dumps(header['source'])}: {tag} seed={header['seed']}\n"
                "# Train labels are partial (removed boxes are listed in hidden.json); val/test are the source's.\n")
-    return data_yaml_text({"path": str(out), "train": train, **evals, "hidden": "hidden.json"}, names, comment)
+    extra = {"partial": "partial.json"} if partial else {}
+    return data_yaml_text({"path": str(out), "train": train, **evals, "hidden": "hidden.json", **extra}, names, comment)
 
 
 def log_summary(out: Path, header: dict[str, Any], n_bare: int) -> None:

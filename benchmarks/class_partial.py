@@ -1,0 +1,166 @@
+"""Class-partial benchmark: a dataset merged from two sources that each label half of the classes.
+
+The embedded shapes dataset with complete labels is split by class into two "sources": source A keeps the boxes of
+classes 0-2 on the even-numbered training images, source B those of classes 3-5 on the odd-numbered ones (each with
+its own three-class data YAML). `yolo-partial merge` joins them into one six-class dataset whose partial.json says
+which classes each image labels. Three trainings, same model, seed and budget, all evaluated by stock Ultralytics
+validation on the complete shapes val set:
+
+  naive          the merge with class_partial=False: every unboxed object of the other source's classes is background
+  class-partial  the merge as it is (the trainer turns the class-partial loss on from partial.json)
+  complete       the same images with complete labels
+
+gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
+Each finished run is saved as runs/<name>.json, so an interrupted benchmark continues where it stopped.
+
+Usage:
+  python benchmarks/class_partial.py [--seeds 0 1 2] [--epochs 15] [--out benchmarks/results/class_partial.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+GROUPS = ((0, 1, 2), (3, 4, 5))  # source k labels these classes, on training images k, k + 2, k + 4, ...
+BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5, "batch": 16, "device": "cpu"}
+ARMS = ("naive", "class-partial", "complete")
+
+
+def make_sources(full_yaml: Path, work: Path) -> list[Path]:
+    """Write the two class-split sources (image links, filtered labels with source-local ids, 3-class YAMLs)."""
+    import yaml
+
+    from yolo_partial.fileio import hardlink_or_copy
+
+    cfg = yaml.safe_load(full_yaml.read_text())
+    root, names = Path(cfg["path"]), cfg["names"]
+    yamls = []
+    for k, group in enumerate(GROUPS):
+        src = work / "data" / f"source{k}"
+        y = src / "data.yaml"
+        if not y.is_file():
+            for split in ("train", "val"):  # (the benchmark validates every arm on the complete val set)
+                (src / "images" / split).mkdir(parents=True, exist_ok=True)
+                (src / "labels" / split).mkdir(parents=True, exist_ok=True)
+                for im in sorted((root / "images" / split).iterdir())[k :: len(GROUPS)]:
+                    hardlink_or_copy(im, src / "images" / split / im.name)
+                    rows = [ln.split() for ln in (root / "labels" / split / f"{im.stem}.txt").read_text().splitlines()]
+                    kept = [" ".join([str(group.index(int(r[0])))] + r[1:]) + "\n" for r in rows if int(r[0]) in group]
+                    (src / "labels" / split / f"{im.stem}.txt").write_text("".join(kept))
+            y.write_text(yaml.safe_dump({"path": str(src), "train": "images/train", "val": "images/val",
+                                         "names": {j: names[c] for j, c in enumerate(group)}}, sort_keys=False))
+        yamls.append(y)
+    return yamls
+
+
+def datasets(work: Path) -> dict[str, tuple[str, dict]]:
+    """{arm: (data YAML, extra train keys)}; the merge is made on first use, its val pointed at the complete val."""
+    import yaml
+
+    from yolo_partial.merge import merge_datasets
+    from yolo_partial.shapes import ensure_shapes
+
+    full = Path(ensure_shapes("full"))
+    merged = work / "data" / "merged"
+    bench = merged / "bench.yaml"
+    if not bench.is_file():
+        merge_datasets([str(y) for y in make_sources(full, work)], merged)
+        cfg = yaml.safe_load((merged / "data.yaml").read_text())
+        full_cfg = yaml.safe_load(full.read_text())
+        cfg["val"] = str(Path(full_cfg["path"]) / full_cfg["val"])  # every arm validates on the complete labels
+        bench.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return {"naive": (str(bench), {"class_partial": False}), "class-partial": (str(bench), {}),
+            "complete": (str(full), {})}
+
+
+def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str) -> dict:
+    """Train one arm unless its result exists, evaluate best.pt on the complete val set -> the result dict."""
+    done = work / "runs" / f"{name}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    from ultralytics import YOLO
+
+    from yolo_partial.fileio import write_text_atomic
+    from yolo_partial.reproduce import evaluate
+    from yolo_partial.trainer import PartialDetectionTrainer
+
+    train = {k: v for k, v in budget.items() if k != "model"}
+    t0 = time.time()
+    YOLO(budget["model"]).train(
+        trainer=PartialDetectionTrainer, data=data, seed=seed, project=str(work / "runs"), name=name, exist_ok=True,
+        plots=False, val=False, workers=2, **train, **keys,
+    )  # fmt: skip
+    result = {"name": name, "seed": seed, "keys": keys, "train_s": round(time.time() - t0, 1)}
+    result.update(evaluate(work / "runs" / name / "weights" / "best.pt", {**budget, "data": full}))
+    write_text_atomic(done, json.dumps(result, indent=1))
+    return result
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict, cmd: str, minutes: float) -> str:
+    """The markdown table: per arm mean ± std of val mAP50 / mAP50-95, then the gap closed per seed and overall."""
+    lines = [f"# Class-partial benchmark (shapes, two sources labelling classes 0-2 / 3-5)\n",
+             f"Command: `{cmd}`\n", f"Budget: {budget}; seeds {seeds}; wall time {minutes:.1f} min "
+             "(finished runs are reused).\n",
+             "val mAP on the complete shapes val set (stock Ultralytics validation), percent, mean ± std over seeds.\n",
+             "| arm | val mAP50 | val mAP50-95 | runs |", "|---|---|---|---|"]
+    for arm in ARMS:
+        rs = [results[(arm, s)] for s in seeds if (arm, s) in results]
+        m50, s50 = mean_std([r["val mAP50"] for r in rs])
+        m, s = mean_std([r["val mAP50-95"] for r in rs])
+        lines.append(f"| {arm} | {m50:.1f} ± {s50:.1f} | {m:.1f} ± {s:.1f} | {len(rs)} |")
+    gaps = []
+    for seed in seeds:
+        if all((arm, seed) in results for arm in ARMS):
+            n, c, f = (results[(arm, seed)]["val mAP50"] for arm in ARMS)
+            gaps.append((seed, (c - n) / (f - n) if f != n else math.nan, n, c, f))
+    lines += ["", "Gap closed = (class-partial - naive) / (complete - naive) on val mAP50:", "",
+              "| seed | naive | class-partial | complete | gap closed |", "|---|---|---|---|---|"]
+    lines += [f"| {s} | {n:.1f} | {c:.1f} | {f:.1f} | {g:.2f} |" for s, g, n, c, f in gaps]
+    if gaps:
+        m, sd = mean_std([g for _, g, *_ in gaps])
+        lines += ["", f"**Gap closed: {m:.2f} ± {sd:.2f}** (mean ± std over {len(gaps)} seeds; target >= 0.80)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "class_partial.md")
+    a = p.parse_args(argv)
+    budget = {**BUDGET, **({"epochs": a.epochs} if a.epochs else {})}
+    work = Path(os.environ.get("YOLO_PARTIAL_BENCH", REPO / "runs" / "benchmarks" / "class_partial")).absolute()
+    cmd = "python benchmarks/class_partial.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    t0 = time.time()
+    sets = datasets(work)
+    full = sets["complete"][0]
+    results = {}
+    for seed in a.seeds:
+        for arm in ARMS:
+            data, keys = sets[arm]
+            tag = "" if budget == BUDGET else f"-e{budget['epochs']}"
+            results[(arm, seed)] = run(work, f"{arm}{tag}-s{seed}", data, keys, seed, budget, full)
+            text = report(results, a.seeds, budget, cmd.strip(), (time.time() - t0) / 60)
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(text)  # rewritten after every run: partial results are on disk too
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
