@@ -148,3 +148,36 @@ def test_train_and_val_on_a_merged_dataset(merged_run, caplog):
     assert main(["val", f"model={trainer.best}", f"data={data}", f"imgsz={IMGSZ}", "batch=4", "plots=False",
                  "partial_eval=False"]) == 0
     assert "Speed:" in caplog.text and "Partial-aware" not in caplog.text
+
+
+def test_accept_carries_partial(merged_run, tmp_path):
+    """mine -> a review keeping one candidate -> accept: the new version names a partial.json with the source's
+    entries (mined images by their new path, the others by absolute path), a gained class no longer negative."""
+    import json
+
+    from yolo_partial.accept import run_accept
+    from yolo_partial.mine import run_mine
+    from yolo_partial.partial_labels import load_for_data
+    from yolo_partial.split import TrainSet, carry_partial
+
+    trainer, data = merged_run
+    mined = run_mine({"model": str(trainer.best), "data": str(data), "out": str(tmp_path / "mined"), "conf": 1e-4,
+                      "imgsz": IMGSZ, "batch": 4})
+    coco = json.loads((mined / "candidates.json").read_text())
+    cand = next(a for a in coco["annotations"] if a["candidate"])
+    im = next(i for i in coco["images"] if i["id"] == cand["image_id"])
+    keep = [a for a in coco["annotations"] if a["image_id"] == im["id"] and not a["candidate"]] + [cand]
+    (tmp_path / "review.json").write_text(json.dumps(dict(coco, images=[im], annotations=keep)))
+    out = run_accept({"reviewed": str(tmp_path / "review.json"), "mined": str(mined), "out": str(tmp_path / "acc")})
+    src, new = load_for_data(data), load_for_data(out)
+    assert new is not None and len(new) == len(src)
+    for rel, entry in src.entries.items():
+        got = new.for_image(out.parent / rel) if "/images/train/" in rel else new.for_image(src.root / rel)
+        assert got == entry  # no negatives in the merge: every claim carries over unchanged
+    # the rule on its own: a class that gained a box is no longer verified absent; lost classes leave labeled_classes
+    images = TrainSet("images", {"x/a.jpg": str(tmp_path / "x" / "a.jpg")})
+    write_partial(tmp_path / "p.json", {"x/a.jpg": ImagePartial({0, 1}, {2}), "y/b.jpg": ImagePartial({0})},
+                  list(NAMES.values()))
+    p = load_partial(tmp_path / "p.json", NAMES)
+    got = carry_partial(p, images, {"x/a.jpg": {1}}, {"x/a.jpg": {2}})
+    assert got["x/a.jpg"] == ImagePartial({0}, set()) and got[str(tmp_path / "y" / "b.jpg")] == ImagePartial({0})

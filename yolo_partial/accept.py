@@ -19,6 +19,8 @@ Output folder (same layout as `split`, written atomically, deterministic; the so
   data.yaml      the mined split relative to the folder, the other splits pointing at the source, other keys kept
   accepted.json  in the hidden.json manifest family: every box added, every candidate rejected, every label removed
   hidden.json    when the source names a manifest: carried over, less the hidden boxes the added boxes restore
+  partial.json   when the source names a `partial:` file: carried over (a class that gained a box in an image is no
+                 longer verified absent there; see split.carry_partial)
 
 Usage: ``yolo-partial accept data=X.yaml reviewed=FILE [mined=DIR] [out=DIR] [remove_labels=False]``
 """
@@ -42,7 +44,8 @@ from .labels import MANIFEST_FORMAT, data_yaml_text
 from .data import resolve_data
 from .mine import (RECORD, RECORD_FORMAT, SplitImages, _num, _text, box_iou, check_args, dir_key, greedy_match,
                    load_split, xyxy_to_yolo, yolo_to_xyxy)
-from .split import linked_images, write_lists
+from .partial_labels import load_for_data, write_partial
+from .split import carry_partial, linked_images, write_lists
 
 TOL_PX = 0.5  # a reviewed box within this many pixels of an exported one is that box (CVAT keeps 0.01 px)
 EDIT_IOU = 0.5  # a reviewed box that moved this little from an exported one is that box, edited
@@ -365,7 +368,8 @@ def new_manifest(carried: Carried, restored: set[int], rel_of: dict[str, str], n
     return out
 
 
-def new_data_yaml(out: Path, data: SplitImages, entry: str | list[str], hidden: bool, header: str) -> str:
+def new_data_yaml(out: Path, data: SplitImages, entry: str | list[str], hidden: bool, header: str,
+                  partial: bool = False) -> str:
     """data.yaml of the new version: the mined split in it, the other image sources at the source, other keys kept."""
     absolute = lambda s: str((data.root / str(s)).resolve())  # noqa: E731
     fields: dict[str, Any] = {"path": str(out), data.split: entry}
@@ -374,7 +378,10 @@ def new_data_yaml(out: Path, data: SplitImages, entry: str | list[str], hidden: 
             fields[k] = [absolute(s) for s in v] if isinstance(v, list) else absolute(v)
     if hidden:
         fields["hidden"] = "hidden.json"
-    fields.update((k, v) for k, v in data.cfg.items() if k not in {*IMAGE_KEYS, "path", "hidden", "names", "nc"})
+    if partial:
+        fields["partial"] = "partial.json"
+    skip = {*IMAGE_KEYS, "path", "hidden", "partial", "names", "nc"}
+    fields.update((k, v) for k, v in data.cfg.items() if k not in skip)
     return data_yaml_text(fields, data.names, header)
 
 
@@ -497,12 +504,18 @@ def write_version(tmp: Path, out: Path, data: SplitImages, record: Record, revie
               "match_iou": match_iou, "root": ".", "summary": summary}
     accepted = {**header, "added": added, "rejected": rejected, "removed": removed}
     (tmp / "accepted.json").write_text(json.dumps(accepted, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial = load_for_data(data.yaml_path)  # the source's partial: file, carried over with its claims kept true
+    if partial is not None:
+        gained = {}
+        for box in added:
+            gained.setdefault(box["image"], set()).add(box["cls"])
+        write_partial(tmp / "partial.json", carry_partial(partial, data.images, {}, gained), list(data.names.values()))
     if carried is not None:
         manifest = new_manifest(carried, restored, rel_of, data.names)
         (tmp / "hidden.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     comment = (f"# yolo-partial accept of {json.dumps(reviewed_path.name)} into {json.dumps(str(data.yaml_path))}: "
                f"{len(added)} boxes added, {len(rejected)} candidates rejected, {len(removed)} labels removed\n"
                "# accepted.json lists every box added, rejected and removed.\n")
-    (tmp / "data.yaml").write_text(new_data_yaml(out, data, data.images.entry, carried is not None, comment),
-                                   encoding="utf-8")
+    (tmp / "data.yaml").write_text(new_data_yaml(out, data, data.images.entry, carried is not None, comment,
+                                                 partial is not None), encoding="utf-8")
     return summary

@@ -120,7 +120,7 @@ def split_dataset(data: str | Path, mode: str, ratio: float | None = None, seed:
                   **({} if keep_single else {"keep_single": False}), "root": ".", "summary": summary}
         partial = load_for_data(yaml_path)  # the source's partial: file, carried over (its claims kept true)
         if partial is not None:
-            write_partial(tmp / "partial.json", carry_partial(partial, train, tmp / ".removed.part"),
+            write_partial(tmp / "partial.json", carry_partial(partial, train, lost_classes(tmp / ".removed.part")),
                           [names[i] for i in range(len(names))])
         write_manifest(tmp / "hidden.json", header, tmp / ".removed.part")
         write_lists(tmp, train.lists)
@@ -372,18 +372,14 @@ def eval_sources(cfg: dict[str, Any], root: Path) -> dict[str, str | list[str]]:
             for k in ("val", "test") if (v := cfg.get(k))}
 
 
-def carry_partial(partial, train: TrainSet, removed: Path) -> dict[str, Any]:
-    """The source's `partial:` entries for the split: train images under their path in the output, with every class
-    that lost a box in an image taken out of its explicit `labeled_classes` (those claims would no longer be true);
-    val/test images (read from the source) under their absolute path. Negatives and ignore boxes stay as they are; an
-    image without `labeled_classes` keeps none, like every label file the split makes partial."""
-    lost: dict[str, set[int]] = {}
-    with open(removed, encoding="utf-8") as f:  # the removed boxes, one JSON object a line
-        for line in f:
-            if line.strip():
-                box = json.loads(line.strip().rstrip(","))
-                lost.setdefault(box["image"], set()).add(box["cls"])
-    out_rel = {image_key(image): rel for rel, image in train.images.items()}
+def carry_partial(partial, images: TrainSet, lost: dict[str, set[int]],
+                  added: dict[str, set[int]] | None = None) -> dict[str, Any]:
+    """A source's `partial:` entries for a new version of its dataset (split, accept), every claim kept true: images
+    of `images` under their path in the output, the classes that lost a box there (`lost`, by that path) taken out of
+    their explicit `labeled_classes`, and the classes that gained one (`added`) out of their `negative_classes`; other
+    images (val/test, read from the source) under their absolute path. Ignore boxes stay; an image without
+    `labeled_classes` keeps none, like every label file the split makes partial."""
+    out_rel = {image_key(image): rel for rel, image in images.images.items()}
     entries = {}
     for entry, key in zip(partial.entries.values(), partial.by_key):
         rel = out_rel.get(key)
@@ -391,8 +387,19 @@ def carry_partial(partial, train: TrainSet, removed: Path) -> dict[str, Any]:
             entries[key] = entry
         else:
             labeled = None if entry.labeled is None else entry.labeled - lost.get(rel, set())
-            entries[rel] = ImagePartial(labeled, entry.negative, entry.ignore)
+            entries[rel] = ImagePartial(labeled, entry.negative - (added or {}).get(rel, set()), entry.ignore)
     return entries
+
+
+def lost_classes(removed: Path) -> dict[str, set[int]]:
+    """{image: classes of its removed boxes} from the manifest's streamed entries (one JSON object a line)."""
+    lost: dict[str, set[int]] = {}
+    with open(removed, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                box = json.loads(line.strip().rstrip(","))
+                lost.setdefault(box["image"], set()).add(box["cls"])
+    return lost
 
 
 def data_yaml(out: Path, train: str | list[str], evals: dict[str, Any], names: dict[int, str],
