@@ -12,7 +12,9 @@ from yolo_partial.data import find_cfg, find_data_yaml
 from yolo_partial.errors import PartialDataError
 from yolo_partial.keys import METHOD_DEFAULTS, METHOD_KEYS, method_args
 from yolo_partial.losses.method import COMMON_KEYS, Method
+from yolo_partial.losses.comining import CoMining
 from yolo_partial.losses.registry import METHODS, build_methods
+from yolo_partial.losses.teacher import Teacher
 from yolo_partial.models import resolve_model
 from yolo_partial.nonfinite import KEYS as GUARD_KEYS
 
@@ -52,7 +54,9 @@ def test_key_table_is_the_methods_plus_the_guard():
 def test_build_methods_in_registry_order():
     k = method_args({**METHOD_DEFAULTS, "class_partial": True, "brl": True, "scb": True, "drop_neg_obj": 0.5,
                      "comining": True})
-    assert [type(m) for m in build_methods(k)] == list(METHODS)
+    assert [type(m) for m in build_methods(k)] == [m for m in METHODS if m is not Teacher]
+    k = method_args({**k, "comining": False, "teacher": True})  # the teacher refuses comining
+    assert [type(m) for m in build_methods(k)] == [m for m in METHODS if m is not CoMining]
 
 
 def test_shipped_names_resolve_from_anywhere(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from copy import copy
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .hidden_labels import manifest_path
 from .keys import METHOD_DEFAULTS, METHOD_KEYS, check_method_args, coerce
 from .losses.class_partial import switch_class_partial
 from .losses.criterion import partial_criterion
+from .losses.method import CHECKPOINT_KEY
 from .losses.registry import build_methods
 from .models import resolve_model
 from .nonfinite import SKIPPED_COLUMN, NonFiniteGuard
@@ -90,7 +92,11 @@ class PartialDetectionTrainer(DetectionTrainer):
             raise
         for k, v in keys.items():
             setattr(self.args, k, v)
-        self.methods = build_methods(keys)
+        try:
+            self.methods = build_methods(keys)  # may refuse a combination of keys (e.g. teacher with comining)
+        except PartialConfigError:
+            self._remove_unstarted_run()
+            raise
         # decided here, once: the losses and methods never look at files themselves
         self.hidden_manifest = manifest_path(self.args.data)
         self.guard = NonFiniteGuard(self.args.nan_patience)
@@ -168,7 +174,24 @@ class PartialDetectionTrainer(DetectionTrainer):
         if "train/pseudo_hit" in metrics:
             n = float(metrics["train/pseudo_n"])
             extra["train/pseudo_share"] = float(metrics["train/pseudo_hit"]) / n if n > 0 else 0.0
+        for m in self.methods:  # each method's own columns (e.g. the teacher's thresholds)
+            extra.update(m.results_columns(metrics))
         super().save_metrics({**metrics, **extra})
+
+    def run_callbacks(self, event: str):
+        """Ultralytics' callbacks; at the end of each training epoch the methods' `epoch_end` hooks run first (every DDP
+        rank, before validation, the results.csv row and the checkpoint: e.g. the teacher's all-reduced calibration)."""
+        if event == "on_train_epoch_end":
+            for m in self.__dict__.get("methods", ()):
+                m.epoch_end(self)
+        super().run_callbacks(event)
+
+    def _load_checkpoint_state(self, ckpt):
+        """Ultralytics' restore of optimizer, EMA and stopper (resume and NaN recovery), then the methods' state."""
+        super()._load_checkpoint_state(ckpt)
+        saved = ckpt.get(CHECKPOINT_KEY) or {}
+        for m in self.methods:
+            m.load_state_dict(saved.get(m.NAME) or {})
 
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
         """Build the YOLO dataset, stopping with the file named if Ultralytics rejected any image or label file.
@@ -203,7 +226,8 @@ class PartialDetectionTrainer(DetectionTrainer):
         shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier killed process that had our pid
         self.wdir, self.last, self.best = tmp, tmp / last.name, tmp / best.name
         try:
-            saved = super().save_model()
+            with _checkpoint_entry({m.NAME: s for m in self.methods if (s := m.state_dict())}):
+                saved = super().save_model()
             for f in sorted(tmp.iterdir()):
                 os.replace(f, wdir / f.name)
         finally:
@@ -270,3 +294,28 @@ def warn_pretraining_leak(weights, data: dict, manifest) -> bool:
                    f"(hidden boxes in {manifest}): the hidden labels were in the pretraining, so results on it overstate "
                    f"what the method recovers; train from scratch (model=*.yaml) or from weights not trained on COCO")
     return True
+
+
+@contextmanager
+def _checkpoint_entry(state: dict[str, Any]):
+    """Within the block, the checkpoint dict Ultralytics' save_model passes to torch.save gets a `CHECKPOINT_KEY`
+    entry holding the methods' state (plain values: stock Ultralytics ignores the key, even with weights_only).
+
+    Ultralytics builds that dict inside save_model with no hook, and a second load-and-save of every checkpoint would
+    double its cost; the patch lives only for the one call and touches only a dict carrying Ultralytics' own keys.
+    """
+    if not state:
+        yield
+        return
+    save = torch.save
+
+    def save_with_state(obj, *args, **kwargs):
+        if isinstance(obj, dict) and "train_args" in obj and "ema" in obj:
+            obj = {**obj, CHECKPOINT_KEY: state}
+        return save(obj, *args, **kwargs)
+
+    torch.save = save_with_state
+    try:
+        yield
+    finally:
+        torch.save = save

@@ -8,7 +8,12 @@ off) and acts through hooks; every hook has a neutral default, so a method imple
 - `apply_objectness(t)`: the same on the YOLOv5 objectness head's terms (`losses.objectness.ObjectnessTerms`);
   a method that cannot act there sets `OBJECTNESS = False` and is refused in one line;
 - `wrap(criterion, context)`: wrap the whole criterion (Co-mining's two views);
-- `preprocess_batch(batch, trainer)` and `setup_dataset(dataset, mode, trainer)`: trainer hooks.
+- `preprocess_batch(batch, trainer)` and `setup_dataset(dataset, mode, trainer)`: trainer hooks;
+- `epoch_end(trainer)`: trainer hook at the end of every training epoch, on every DDP rank, before validation, the
+  results.csv row and the checkpoint (e.g. the teacher's threshold calibration, all-reduced there);
+- `results_columns(metrics)`: extra non-loss results.csv columns for the epoch's row;
+- `state_dict()` / `load_state_dict(state)`: plain-Python state the trainer saves in every checkpoint (under
+  `CHECKPOINT_KEY`, by method NAME) and restores on resume and NaN recovery.
 
 Methods are applied in registry order, which is why a method that replaces the classification term (BRL) comes before
 those that weight (SCB) or mask (BPR) it.
@@ -118,6 +123,9 @@ class Terms:
         return self.cls_elem.masked_fill(self.bg_ignore & (self.targets <= 0), 0.0)
 
 
+CHECKPOINT_KEY = "yolo_partial"  # checkpoint entry holding {method NAME: state_dict()} of the methods that keep state
+
+
 class Method:
     """Base of a partial-label method: its keys, its construction from them, and neutral hooks."""
 
@@ -147,6 +155,20 @@ class Method:
 
     def setup_dataset(self, dataset: Any, mode: str, trainer: Any) -> None:
         """Adapt a dataset the trainer built (trainer hook)."""
+
+    def epoch_end(self, trainer: Any) -> None:
+        """End of a training epoch (trainer hook, every DDP rank, before validation, logging and saving)."""
+
+    def results_columns(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """Extra results.csv columns for the epoch whose row holds `metrics` (trainer hook, rank 0)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to keep in checkpoints, as plain Python values ({}: nothing to keep)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned ({} when the checkpoint has nothing for this method)."""
 
 
 def find_method(methods: list[Method], name: str) -> Method | None:

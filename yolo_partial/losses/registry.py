@@ -10,11 +10,13 @@ from .class_partial import ClassPartial
 from .comining import CoMining
 from .method import Method
 from .scb import ScaleBalance
+from .teacher import Teacher
 
 # Class-partial labels come first: they set which background terms are asserted before any method relaxes one. BRL
-# replaces the classification term, so it comes before SCB (weights it) and BPR (masks it); wrappers come last
+# replaces the classification term, so it comes before SCB (weights it) and BPR (masks it); the teacher
+# (weights its pseudo positives, ignores its uncertain boxes; also a wrapper) and the other wrappers come last
 METHODS: tuple[type[Method], ...] = (ClassPartial, BackgroundRecalibration, ScaleBalance, BoxPredictionRebalancing,
-                                     CoMining)
+                                     Teacher, CoMining)
 
 
 def build_methods(k: dict[str, Any]) -> list[Method]:

@@ -1,0 +1,581 @@
+"""Tests of teacher-student pseudo-labelling (yolo_partial.losses.teacher).
+
+The three-way split and the loss are checked on handmade teacher boxes whose fate is known exactly, against the plain
+criterion called on hand-written targets and masks; decoding against the head's own inference output; calibration
+against an independent brute-force computation (loops over boxes and anchors, sorted scores); then warm-up, gradients,
+the own EMA's bookkeeping, keys, and two tiny end-to-end runs (resume, checkpoints in stock Ultralytics, YOLO26).
+"""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import DEFAULT_CFG_DICT
+from ultralytics.utils.metrics import box_iou
+from ultralytics.utils.ops import xywh2xyxy
+from ultralytics.utils.torch_utils import ModelEMA
+
+from yolo_partial import PartialDetectionTrainer, shapes
+from yolo_partial.errors import PartialConfigError
+from yolo_partial.keys import METHOD_DEFAULTS, method_args
+from yolo_partial.losses import partial_criterion
+from yolo_partial.losses.method import CHECKPOINT_KEY
+from yolo_partial.losses.teacher import (BINS, COUNTS, HI_RANGE, LO_MIN, MIN_BOXES, POS, UNC, Teacher, TeacherLoss,
+                                         histogram, labelled_box_scores, recall_threshold, split_boxes, strong_view,
+                                         teacher_predictions)  # fmt: skip
+
+IMGSZ, NC = 64, 3
+HEADS = ("yolov8n.yaml", "yolo26n.yaml")
+GT = {"batch_idx": torch.tensor([0.0]), "cls": torch.tensor([[0.0]]),
+      "bboxes": torch.tensor([[0.75, 0.75, 0.375, 0.375]])}  # class 0 at (36, 36)-(60, 60) px  # fmt: skip
+# handmade teacher predictions for that image: pixel box, class, score   -> fate with tau_hi 0.5, tau_lo 0.2
+HANDMADE = [
+    ((4, 4, 20, 20), 1, 0.9),  # positive
+    ((4, 40, 24, 60), 2, 0.3),  # uncertain
+    ((36, 36, 60, 58), 0, 0.95),  # skipped: IoU 0.92 with the same-class GT
+    ((40, 4, 60, 20), 1, 0.1),  # background: below tau_lo
+    ((36, 36, 60, 60), 2, 0.8),  # positive: the GT there is of another class
+]
+
+
+@pytest.fixture(scope="module")
+def shapes_data(tmp_path_factory):
+    return shapes.generate(tmp_path_factory.mktemp("shapes") / "s", n_train=16, n_val=4)
+
+
+def _args(**kw):
+    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    out = {}
+    for yaml in HEADS:
+        m = DetectionModel(yaml, nc=NC, verbose=False)
+        m.args = _args()
+        out[yaml] = m.train()
+    return out
+
+
+def _crit(model, **kw):
+    model.args = _args(**kw)
+    return partial_criterion(model)
+
+
+def _handmade():
+    boxes = torch.tensor([[list(b) for b, _, _ in HANDMADE]], dtype=torch.float)
+    scores = torch.zeros(1, len(HANDMADE), NC)
+    for i, (_, c, s) in enumerate(HANDMADE):
+        scores[0, i, c] = s
+    return boxes, scores
+
+
+def _split(**kw):
+    boxes, scores = _handmade()
+    args = dict(tau_hi=torch.full((NC,), 0.5), tau_lo=torch.full((NC,), 0.2), nms=0.5, gt_iou=0.4)
+    return split_boxes(boxes, scores, {k: v.clone() for k, v in GT.items()}, (IMGSZ, IMGSZ), **{**args, **kw})
+
+
+def _xywh(x1, y1, x2, y2):
+    return [(x1 + x2) / 2 / IMGSZ, (y1 + y2) / 2 / IMGSZ, (x2 - x1) / IMGSZ, (y2 - y1) / IMGSZ]
+
+
+# ----------------------------------------------------------------------------------------------- three-way split
+def test_three_way_split_of_handmade_teacher_boxes():
+    mined = _split()
+    expect_pos = [[0, 1, *_xywh(4, 4, 20, 20), 0.9], [0, 2, *_xywh(36, 36, 60, 60), 0.8]]
+    expect_unc = [[0, 2, *_xywh(4, 40, 24, 60), 0.3]]
+    torch.testing.assert_close(mined.pos, torch.tensor(expect_pos), rtol=0, atol=1e-6)
+    torch.testing.assert_close(mined.unc, torch.tensor(expect_unc), rtol=0, atol=1e-6)
+    assert len(_split(gt_iou=0.95).pos) == 3  # a looser GT rule keeps the box over the labelled object
+    assert len(_split(tau_lo=torch.full((NC,), 0.05)).unc) == 2  # the 0.1 box joins the uncertain band
+    per_class = _split(tau_hi=torch.tensor([0.5, 0.95, 0.5]))  # class 1 needs 0.95: its 0.9 box becomes uncertain
+    assert per_class.pos[:, 1].tolist() == [2] and sorted(per_class.unc[:, 1].tolist()) == [1, 2]
+
+
+def _student_preds(model, n=1):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return model(torch.rand(n, 3, IMGSZ, IMGSZ))
+
+
+def _teacher_batch(mined):
+    batch = {"img": torch.zeros(1, 3, IMGSZ, IMGSZ), **{k: v.clone() for k, v in GT.items()}}
+    batch[POS], batch[UNC], batch[COUNTS] = mined.pos, mined.unc, torch.tensor([2.0, 1, 0, 0, 0])
+    return batch
+
+
+def _expected(plain, preds, mined, soft):
+    """The classification and box losses written out: GT + positives as labels, uncertain anchors out of their class's
+    background term, and with soft=True the positives' class term and box terms weighted by their scores."""
+    rows = torch.cat((mined.pos[:, :6], torch.tensor([[0.0, 0, *GT["bboxes"][0].tolist()]])))[[2, 0, 1]]  # GT first
+    a = plain.assign(preds, {"batch_idx": rows[:, 0], "cls": rows[:, 1:2], "bboxes": rows[:, 2:6]})
+    bce = plain.bce(a.pred_scores, a.target_scores)
+    weight = torch.ones_like(bce)
+    box_scores = a.target_scores.clone()
+    if soft:
+        for j, (c, s) in enumerate(zip(mined.pos[:, 1].long().tolist(), mined.pos[:, 6].tolist()), start=1):
+            sel = a.fg_mask[0] & (a.target_gt_idx[0] == j)
+            weight[0, sel, c] = s
+            box_scores[0, sel] *= s
+    pts = a.anchor_points * a.stride_tensor
+    x1, y1, x2, y2 = 4, 40, 24, 60
+    inside = (pts[:, 0] > x1) & (pts[:, 0] < x2) & (pts[:, 1] > y1) & (pts[:, 1] < y2)
+    ignored = torch.zeros_like(bce, dtype=torch.bool)
+    ignored[0, inside, 2] = True
+    cls = (bce * weight).masked_fill(ignored & (a.target_scores <= 0), 0).sum() / a.target_scores_sum * plain.hyp.cls
+    box, _ = plain.bbox_loss(a.pred_distri, a.pred_bboxes, a.anchor_points, a.target_bboxes / a.stride_tensor,
+                             box_scores, a.target_scores_sum, a.fg_mask, a.imgsz, a.stride_tensor)  # fmt: skip
+    return cls, box * plain.hyp.box, a, inside
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_positives_and_uncertain_boxes_in_the_loss(models, soft):
+    model = models["yolov8n.yaml"]
+    crit = _crit(model, teacher=True, teacher_soft=soft)
+    plain = _crit(model)
+    assert isinstance(crit, TeacherLoss) and not isinstance(plain, TeacherLoss)
+    preds, mined = _student_preds(model), _split()
+    loss, items = crit(preds, _teacher_batch(mined))
+    cls, box, a, inside = _expected(plain, preds, mined, soft)
+    torch.testing.assert_close(items["cls_loss"], cls.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(items["box_loss"], box.detach(), rtol=1e-5, atol=1e-7)
+    assert items["teacher_pos"] == 2 and items["teacher_unc"] == 1
+    # the confident box is a positive: the assigner gives it anchors; the uncertain one is none and has anchors inside
+    fg_targets = a.target_bboxes[a.fg_mask]
+    assert (fg_targets - torch.tensor([4.0, 4, 20, 20])).abs().amax(1).min() < 1e-3
+    assert inside.sum() > 0 and not (a.fg_mask[0] & inside).any()
+    # without the uncertain band, the classification loss is larger (those background terms count again)
+    no_unc = _teacher_batch(mined)
+    no_unc[UNC] = mined.unc[:0]
+    assert crit(preds, no_unc)[1]["cls_loss"] > items["cls_loss"]
+
+
+def test_asserted_terms_are_never_relaxed(models):
+    """Class-partial labels asserting a class everywhere: its uncertain boxes ignore nothing, its pseudo positives
+    become background again, so the loss equals the plain loss on the GT alone."""
+    model = models["yolov8n.yaml"]
+    crit = _crit(model, teacher=True, teacher_soft=False)
+    teacher = crit.methods[0]
+    preds, mined = _student_preds(model), _split()
+    from yolo_partial.losses.method import Terms
+
+    apply = teacher.apply
+
+    def asserted_apply(t: Terms):
+        t.asserted = torch.ones_like(t.cls_elem, dtype=torch.bool)  # every class's background asserted everywhere
+        apply(t)
+
+    teacher.apply = asserted_apply
+    try:
+        _, items = crit(preds, _teacher_batch(mined))
+    finally:
+        del teacher.apply
+    plain = _crit(model)
+    rows = torch.cat((GT["batch_idx"][:, None], GT["cls"], GT["bboxes"], ), 1)
+    merged = torch.cat((rows, mined.pos[:, :6]))
+    _, p_items = plain(preds, {"batch_idx": merged[:, 0], "cls": merged[:, 1:2], "bboxes": merged[:, 2:6]})
+    a = plain.assign(preds, {"batch_idx": merged[:, 0], "cls": merged[:, 1:2], "bboxes": merged[:, 2:6]})
+    pseudo_fg = a.fg_mask & (a.target_gt_idx >= 1)
+    targets = a.target_scores.masked_fill(pseudo_fg[..., None], 0)
+    cls = plain.bce(a.pred_scores, targets).sum() / a.target_scores_sum * plain.hyp.cls
+    torch.testing.assert_close(items["cls_loss"], cls, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_batches_without_teacher_boxes_are_stock(models, head):
+    """Knobs off = stock exactly: teacher=False (other teacher keys set) is the plain criterion; with teacher=True a
+    batch without teacher boxes (warm-up, the validator's) gets the base loss exactly and zero counts."""
+    model = models[head]
+    x = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        preds = model(x)
+    batch = {"img": x, "batch_idx": torch.tensor([0.0, 1]), "cls": torch.tensor([[0.0], [2]]),
+             "bboxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4]])}  # fmt: skip
+    off = _crit(model, teacher=False, teacher_hi=0.9, teacher_lo=0.1, teacher_soft=False, teacher_warmup=3,
+                teacher_decay=0.5, teacher_calib="fixed")  # fmt: skip
+    assert not isinstance(off, TeacherLoss)
+    model.args = _args()
+    stock = model.init_criterion()
+    s_loss, s_items = stock(preds, batch)
+    loss, items = off(preds, batch)
+    assert torch.equal(loss, s_loss) and list(items) == list(s_items)
+    assert all(torch.equal(items[k], s_items[k]) for k in items)
+    on = _crit(model, teacher=True)
+    loss, items = on(preds, batch)
+    assert torch.equal(loss, s_loss) and list(items) == [*s_items, "teacher_pos", "teacher_unc"]
+    assert items["teacher_pos"] == 0 and items["teacher_unc"] == 0
+    hidden = TeacherLoss(on.base, hidden=True)
+    assert list(hidden(preds, batch)[1])[-5:] == ["teacher_pos", "teacher_unc", "teacher_hit", "teacher_hidden",
+                                                   "teacher_covered"]  # fmt: skip
+
+
+def test_yolo26_loss_with_teacher_boxes_in_both_branches(models):
+    model = models["yolo26n.yaml"]
+    crit = _crit(model, teacher=True)
+    assert len(crit.methods) == 2  # one2many and one2one both see the teacher's boxes
+    loss, items = crit(_student_preds(model), _teacher_batch(_split()))
+    assert torch.isfinite(loss).all() and items["teacher_pos"] == 2
+    assert all(m.ctx is None for m in crit.methods)  # handed over for one call only
+
+
+# ----------------------------------------------------------------------------------------------- teacher outputs
+@pytest.mark.parametrize("head", HEADS)
+def test_teacher_predictions_decode_as_the_head_does(models, head):
+    from copy import deepcopy
+
+    model = deepcopy(models[head]).eval()
+    try:
+        x = torch.rand(2, 3, IMGSZ, IMGSZ)
+        with torch.no_grad():
+            for m in getattr(model.model[-1], "one2one_cv3", None) or []:  # branches that differ, as after training
+                m[-1].bias.add_(torch.randn_like(m[-1].bias))
+            y, raw = model(x)
+        boxes, scores = teacher_predictions(model, x)
+        branch = raw["one2one"] if "one2one" in raw else raw  # YOLO26: the one-to-one branch
+        ref = model.model[-1]._inference(branch)  # the head's own decoding (xywh while it infers one-to-many)
+        torch.testing.assert_close(boxes, xywh2xyxy(ref[:, :4].permute(0, 2, 1)), rtol=0, atol=1e-3)
+        torch.testing.assert_close(scores, ref[:, 4:].permute(0, 2, 1), rtol=0, atol=1e-6)
+        if "one2one" in raw:
+            assert not torch.allclose(scores, raw["one2many"]["scores"].sigmoid().permute(0, 2, 1))
+    finally:
+        model.train()
+
+
+def test_strong_view_keeps_geometry():
+    img = torch.full((12, 3, 32, 32), 0.2)
+    img[:, :, 4:9, 3:12] = torch.tensor([0.9, 0.4, 0.1])[:, None, None]  # a coloured rectangle
+    assert torch.equal(strong_view(img, p_jitter=0.0, erase=()), img)
+    torch.manual_seed(3)
+    jit = strong_view(img, erase=())
+    assert jit.shape == img.shape and jit.min() >= 0 and jit.max() <= 1 and not torch.equal(jit, img)
+    inside = torch.zeros(32 * 32, dtype=torch.bool)
+    inside.view(32, 32)[4:9, 3:12] = True
+    for o in jit:  # colour only: the rectangle stays where it was
+        pix = o.flatten(1).T
+        assert len(pix[inside].unique(dim=0)) == 1 and len(pix[~inside].unique(dim=0)) == 1
+    cut = strong_view(img, p_jitter=0.0, erase=((1.0, 0.05, 0.1),))
+    changed = (cut != img).any(1)  # (B, H, W)
+    assert changed.any(), "every image gets its patch"
+    for c, o in zip(changed, cut):  # one grey axis-aligned rectangle, everything else untouched
+        ys, xs = c.nonzero(as_tuple=True)
+        if len(ys):
+            box = torch.zeros_like(c)
+            box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+            assert torch.equal(c | (box & (o == 114 / 255).all(0)), box)
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9, 0.97])
+def test_recall_threshold_against_sorted_scores(share):
+    g = torch.Generator().manual_seed(int(share * 100))
+    scores = torch.rand(3, 257, generator=g) ** torch.tensor([[0.5], [1.0], [3.0]])
+    cls = torch.arange(3).repeat_interleave(257)
+    got = recall_threshold(histogram(scores.flatten(), cls, 3), share)
+    for c in range(3):
+        s = sorted(scores[c].tolist(), reverse=True)
+        kth = s[math.ceil(share * len(s)) - 1]  # recall >= share needs the k-th best box, k = ceil(share n)
+        expect = math.floor(kth * BINS) / BINS
+        assert abs(float(got[c]) - expect) <= 1 / BINS + 1e-12  # exact up to float rounding at a bin edge
+        recalled = sum(x >= float(got[c]) for x in s) / len(s)
+        assert recalled >= share
+    assert math.isnan(float(recall_threshold(torch.zeros(1, BINS, dtype=torch.long), 0.5)[0]))
+
+
+def test_labelled_box_scores_against_brute_force(models):
+    from copy import deepcopy
+
+    model = deepcopy(models["yolov8n.yaml"]).eval()
+    try:
+        torch.manual_seed(5)
+        x = torch.rand(2, 3, IMGSZ, IMGSZ)
+        with torch.no_grad():
+            for m in model.model[-1].cv3:  # give the classes varied, non-trivial probabilities
+                m[-1].bias.add_(torch.randn_like(m[-1].bias) * 2 + 3)
+            y, _ = model(x)
+        gt_idx, gt_cls = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0, 2, 1, 1, 0])
+        near = [xywh2xyxy(y[b, :4, a]) for b, a in ((0, 10), (0, 70), (1, 30), (1, 31))]  # boxes some anchors predict
+        gt = torch.stack([near[0] + 1, near[1] - 2, near[2], near[3] + torch.tensor([3.0, -2, 1, 2]),
+                          torch.tensor([50.0, 50, 52, 52])])  # the last one overlaps no prediction enough  # fmt: skip
+        boxes, scores = teacher_predictions(model, x)
+        got = labelled_box_scores(boxes, scores, gt_idx, gt_cls, gt)
+        for i in range(len(gt)):  # loops over anchors, with the head's own decoded output and Ultralytics' box_iou
+            b, c = int(gt_idx[i]), int(gt_cls[i])
+            pb = xywh2xyxy(y[b, :4].T)
+            iou = box_iou(gt[i : i + 1], pb)[0]
+            best = max((float(y[b, 4 + c, a]) for a in range(pb.shape[0]) if iou[a] >= 0.5), default=0.0)
+            assert float(got[i]) == pytest.approx(best, abs=1e-6)
+        assert (got > 0).sum() >= 4 and got[4] == 0
+    finally:
+        model.train()
+
+
+def _independent_thresholds(per_class: list[list[float]], recall_hi=0.5, recall_lo=0.9, start=(0.5, 0.2)):
+    """The documented rule, computed from raw scores: per class (or pooled when it has < MIN_BOXES), the score at
+    which the recall reaches the share, on the histogram grid, clamped."""
+    pooled = [s for c in per_class for s in c]
+
+    def q(s, share):
+        s = sorted(s, reverse=True)
+        return math.floor(s[math.ceil(share * len(s)) - 1] * BINS) / BINS
+
+    out = []
+    for s in per_class:
+        use = s if len(s) >= MIN_BOXES else pooled
+        if len(use) < MIN_BOXES:
+            out.append(start)
+            continue
+        hi = min(max(q(use, recall_hi), HI_RANGE[0]), HI_RANGE[1])
+        out.append((hi, min(max(q(use, recall_lo), LO_MIN), hi)))
+    return out
+
+
+def test_calibrate_rule_with_pooling_and_clamps():
+    g = np.random.default_rng(0)
+    per_class = [list(g.uniform(0.3, 0.8, 40)), list(g.uniform(0.0, 0.1, 4)), list(g.uniform(0.85, 1.0, 30))]
+    cls = torch.tensor([c for c, s in enumerate(per_class) for _ in s])
+    scores = torch.tensor([x for s in per_class for x in s], dtype=torch.float32)
+    t = Teacher(recall_hi=0.5, recall_lo=0.9)
+    t.calibrate(histogram(scores, cls, 3))
+    for c, (hi, lo) in enumerate(_independent_thresholds([[float(torch.tensor(x)) for x in s] for s in per_class])):
+        assert float(t.tau_hi[c]) == pytest.approx(hi, abs=1 / BINS + 1e-6)
+        assert float(t.tau_lo[c]) == pytest.approx(lo, abs=1 / BINS + 1e-6)
+    assert float(t.tau_hi[2]) == pytest.approx(HI_RANGE[1])  # clamped from about 0.92
+    assert t.calibrations == 1
+    few = Teacher()
+    few.calibrate(histogram(torch.tensor([0.5, 0.6]), torch.tensor([0, 1]), 3))  # too few anywhere: starting values
+    assert few.tau_hi.tolist() == pytest.approx([0.5] * 3) and few.tau_lo.tolist() == pytest.approx([0.2] * 3)
+
+
+def _fake_trainer(model, epoch, **kw):
+    return SimpleNamespace(ema=ModelEMA(model), epoch=epoch, model=model, hidden_manifest=None, device=torch.device("cpu"),
+                           data={"names": {i: str(i) for i in range(NC)}}, **kw)  # fmt: skip
+
+
+def _random_batch(n_img=4, n_box=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = n_img * n_box
+    wh = 0.15 + 0.5 * torch.rand(n, 2, generator=g)
+    xy = wh / 2 + (1 - wh) * torch.rand(n, 2, generator=g)
+    return {"img": torch.rand(n_img, 3, IMGSZ, IMGSZ, generator=g),
+            "batch_idx": torch.arange(n_img).repeat_interleave(n_box).float(),
+            "cls": torch.randint(0, NC, (n, 1), generator=g).float(), "bboxes": torch.cat([xy, wh], 1)}  # fmt: skip
+
+
+def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
+    """Thresholds after an epoch of two batches equal the rule applied to brute-force scores of all labelled boxes;
+    under DDP the histogram is all-reduced first (here: a fake second rank adding its own scores)."""
+    from copy import deepcopy
+
+    model = deepcopy(models["yolov8n.yaml"])
+    with torch.no_grad():
+        for m in model.model[-1].cv3:
+            m[-1].bias.fill_(1.0)  # probabilities around 0.5-0.8 so the clamps do not decide
+    trainer = _fake_trainer(model, epoch=0)
+    t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 1}))
+    batches = [_random_batch(seed=s) for s in (1, 2)]
+    for b in batches:
+        out = t.preprocess_batch({k: v.clone() for k, v in b.items()}, trainer)
+        assert POS not in out  # epoch 0 < warmup: calibration only
+    per_class = [[] for _ in range(NC)]
+    teacher = trainer.ema.ema
+    for b in batches:
+        boxes, scores = teacher_predictions(teacher, b["img"])
+        gt = xywh2xyxy(b["bboxes"] * IMGSZ)
+        s = labelled_box_scores(boxes, scores, b["batch_idx"].long(), b["cls"].view(-1).long(), gt)
+        for c, v in zip(b["cls"].view(-1).long().tolist(), s.tolist()):
+            per_class[c].append(v)
+    other_rank = histogram(torch.full((20,), 0.95), torch.zeros(20, dtype=torch.long), NC)
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda x: x.add_(other_rank))
+    t.epoch_end(trainer)
+    per_class[0] += [0.95] * 20
+    for c, (hi, lo) in enumerate(_independent_thresholds(per_class)):
+        assert float(t.tau_hi[c]) == pytest.approx(hi, abs=1 / BINS + 1e-6), c
+        assert float(t.tau_lo[c]) == pytest.approx(lo, abs=1 / BINS + 1e-6), c
+    assert t.hist is None  # the next epoch starts afresh
+    saved = t.state_dict()
+    t2 = Teacher()
+    t2.load_state_dict(saved)
+    assert torch.equal(t2.tau_hi, t.tau_hi) and torch.equal(t2.tau_lo, t.tau_lo)
+
+
+# ----------------------------------------------------------------------------------------------- trainer hook
+def test_warmup_then_mining(models):
+    model = models["yolov8n.yaml"]
+    t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 2,
+                                       "teacher_calib": "recall"}))  # fmt: skip
+    batch = _random_batch()
+    out = t.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=0))
+    assert POS not in out and torch.equal(out["img"], batch["img"]) and t.hist is None  # nothing at all
+    out = t.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=1))
+    assert POS not in out and torch.equal(out["img"], batch["img"]) and int(t.hist.sum()) == len(batch["cls"])
+    out = t.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=2))
+    assert {POS, UNC, COUNTS} <= set(out) and not torch.equal(out["img"], batch["img"])  # mining, strong view
+    fixed = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 2,
+                                           "teacher_calib": "fixed"}))  # fmt: skip
+    fixed.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=1))
+    assert fixed.hist is None  # fixed thresholds need no calibration pass
+
+
+def test_no_gradient_reaches_the_teacher(models):
+    from copy import deepcopy
+
+    model = deepcopy(models["yolov8n.yaml"])
+    with torch.no_grad():
+        for m in model.model[-1].cv3:
+            m[-1].bias.fill_(-2.0)  # scores around 0.1: the teacher has boxes to give
+    trainer = _fake_trainer(model, epoch=5)
+    teacher = trainer.ema.ema
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_hi": 0.02, "teacher_lo": 0.01,
+                                       "teacher_calib": "fixed"}))  # fmt: skip
+    batch = t.preprocess_batch(_random_batch(), trainer)
+    assert len(batch[POS]) > 0 and not batch[POS].requires_grad and not batch["img"].requires_grad
+    crit = _crit(model, teacher=True)
+    model.zero_grad()
+    loss, _ = crit(model(batch["img"]), batch)
+    loss.sum().backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    model.zero_grad()
+
+
+def test_own_ema_follows_steps_and_restarts_with_ultralytics_ema(models):
+    model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False).train()
+    trainer = _fake_trainer(model, epoch=0)
+    t = Teacher(decay=0.5)
+    own = t.teacher_model(trainer)
+    assert own is not trainer.ema.ema and all(not p.requires_grad for p in own.parameters())
+    w = next(own.parameters())
+    w0 = w.clone()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # an optimizer step
+    trainer.ema.update(model)
+    assert t.teacher_model(trainer) is own
+    d = 0.5 * (1 - math.exp(-1 / 10))
+    torch.testing.assert_close(w, w0 * d + (w0 + 1) * (1 - d))
+    trainer.ema = ModelEMA(model)  # Ultralytics rebuilt its EMA (resume, NaN recovery): the teacher restarts from it
+    fresh = t.teacher_model(trainer)
+    assert fresh is not own and torch.equal(next(fresh.parameters()), next(trainer.ema.ema.parameters()))
+    assert Teacher().teacher_model(trainer) is trainer.ema.ema  # teacher_decay=0: looked up, never kept
+    trainer.ema = None
+    assert Teacher().teacher_model(trainer) is None
+
+
+# ----------------------------------------------------------------------------------------------- keys
+@pytest.mark.parametrize("key,value,allowed", [
+    ("teacher_hi", 0, r"a number in \(0, 1\)"), ("teacher_hi", 1.0, r"a number in \(0, 1\)"),
+    ("teacher_lo", -0.1, r"a number in \(0, 1\)"), ("teacher_warmup", -1, "an integer >= 0"),
+    ("teacher_warmup", 1.5, "an integer >= 0"), ("teacher_decay", 1.0, r"a number in \[0, 1\)"),
+    ("teacher_calib", "auto", "one of recall|fixed"), ("teacher_recall_hi", 0, r"a number in \(0, 1\)"),
+    ("teacher_soft", "maybe", "True or False"), ("teacher_nms", 1.5, r"a number in \(0, 1\)"),
+    ("teacher_gt_iou", 0, r"a number in \(0, 1\)"), ("teacher", "yes", "True or False"),
+])  # fmt: skip
+def test_key_range_errors(key, value, allowed, tmp_path):
+    with pytest.raises(PartialConfigError, match=rf"^{key}=.* is invalid: expected {allowed}$"):
+        PartialDetectionTrainer(overrides={"data": "shapes", "teacher": True, key: value, "project": str(tmp_path)})
+
+
+@pytest.mark.parametrize("keys,words", [
+    ({"teacher_lo": 0.6, "teacher_hi": 0.5}, "teacher_lo=0.6 is invalid: expected a number <= teacher_hi=0.5"),
+    ({"teacher_recall_lo": 0.4}, "teacher_recall_lo=0.4 is invalid: expected a number >= teacher_recall_hi=0.5"),
+    ({"comining": True}, "teacher=True cannot be combined with comining=True"),
+    ({"distill_model": "yolov8s.pt"}, "teacher=True cannot be combined with distill_model=yolov8s.pt"),
+])  # fmt: skip
+def test_refused_combinations_one_line(keys, words, capsys, tmp_path, shapes_data):
+    from conftest import one_line_error
+
+    args = [f"{k}={v}" for k, v in keys.items()]
+    line = one_line_error(capsys, "train", "cfg=teacher.yaml", f"data={shapes_data}", f"project={tmp_path / 'p'}", *args)
+    assert words in line
+    assert not (tmp_path / "p").exists()  # no run folder left behind
+
+
+def test_objectness_head_refuses_teacher():
+    m = DetectionModel(str(__import__("yolo_partial").assets.folder("models") / "yolov5n-obj.yaml"), nc=NC, verbose=False)
+    m.args = _args(teacher=True)
+    with pytest.raises(PartialConfigError, match="^teacher=True is not supported by the objectness head"):
+        partial_criterion(m)
+
+
+def test_teacher_cfg():
+    import yaml
+
+    from yolo_partial import assets
+
+    cfg = yaml.safe_load((assets.folder("cfg") / "teacher.yaml").read_text())
+    assert cfg["teacher"] is True
+    assert Teacher.from_args(method_args({**METHOD_DEFAULTS, **cfg})) is not None
+    assert METHOD_DEFAULTS["teacher"] is False
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+TINY = dict(imgsz=64, batch=8, workers=0, plots=False, amp=False, verbose=False, val=True)
+
+
+class StopAfterFirstEpoch(Exception):
+    pass
+
+
+def test_train_resume_and_stock_checkpoints(shapes_data, tmp_path):
+    """teacher + BPR-obj with a hidden manifest: warm-up epoch 1 (calibration only), mining in epoch 2; stopped after
+    epoch 1, resumed with the saved thresholds; results.csv columns; checkpoints load in stock Ultralytics."""
+    import pandas as pd
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolov8n.yaml")
+
+    def stop(trainer):
+        raise StopAfterFirstEpoch
+
+    yolo.add_callback("on_fit_epoch_end", stop)
+    keys = dict(teacher=True, teacher_warmup=1, drop_neg_obj=0.75)
+    with pytest.raises(StopAfterFirstEpoch):
+        yolo.train(trainer=PartialDetectionTrainer, data=str(shapes_data), project=str(tmp_path), name="r", epochs=2,
+                   **TINY, **keys)  # fmt: skip
+    last = tmp_path / "r" / "weights" / "last.pt"
+    saved = torch.load(last, weights_only=False)[CHECKPOINT_KEY]["teacher"]
+    assert len(saved["tau_hi"]) == len(shapes.CLASS_NAMES) and saved["calibrations"] == 1
+    seen = {}
+
+    def at_start(trainer):
+        t = next(m for m in trainer.methods if m.NAME == "teacher")
+        seen.update(tau_hi=t.tau_hi.tolist(), tau_lo=t.tau_lo.tolist(), epoch=trainer.start_epoch)
+
+    resumed = YOLO(last)
+    resumed.add_callback("on_train_start", at_start)
+    resumed.train(trainer=PartialDetectionTrainer, resume=True)
+    t = resumed.trainer
+    assert seen == {"tau_hi": pytest.approx(saved["tau_hi"]), "tau_lo": pytest.approx(saved["tau_lo"]), "epoch": 1}
+    df = pd.read_csv(t.csv)
+    cols = {"train/teacher_pos", "train/teacher_unc", "train/teacher_hit", "train/teacher_hidden",
+            "train/teacher_covered", "teacher_tau_hi", "teacher_tau_lo", "teacher_hit_share", "teacher_cover_share",
+            "train/obj_drop"}  # fmt: skip
+    assert cols <= set(df.columns), set(df.columns)
+    assert list(df["epoch"]) == [1, 2] and df["train/teacher_pos"].iloc[0] == 0 and df["train/teacher_unc"].iloc[0] == 0
+    assert df["train/teacher_hidden"].iloc[1] > 0  # the hidden boxes travelled with the images
+    from test_train import load_in_stock_ultralytics
+
+    image = next((shapes_data.parent / "partial" / "images" / "val").iterdir())
+    assert load_in_stock_ultralytics([t.best, t.last], image).count("loaded") == 2
+
+
+def test_train_yolo26_mines_from_the_first_epoch(shapes_data, tmp_path):
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolo26n.yaml")
+    yolo.train(trainer=PartialDetectionTrainer, data=str(shapes_data), project=str(tmp_path), name="e2e", epochs=1,
+               **TINY, teacher=True, teacher_warmup=0, teacher_calib="fixed", teacher_hi=0.0012, teacher_lo=0.001)  # fmt: skip
+    import pandas as pd
+
+    df = pd.read_csv(yolo.trainer.csv)
+    assert df["train/teacher_pos"].iloc[0] > 0 and np.isfinite(df["train/box_loss"].iloc[0])
