@@ -65,9 +65,8 @@ ROWS = {  # name -> method keys
 }
 ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior", "scb-assigned", "scb-inside",
             "comining-old", "comining", "bpr-box")
-# files whose source shapes a run with these methods on (besides the enabled methods' own files)
+# files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")
-METHOD_FILES = {"drop_neg": "bpr.py", "brl": "brl.py", "scb": "scb.py", "comining": "comining.py", "teacher": "teacher.py"}
 
 
 def datasets(work: Path) -> tuple[str, dict[str, str]]:
@@ -101,20 +100,31 @@ def labels_sha1(data_yaml: Path) -> str:
 
 
 def settings_hash(data: str, keys: dict, seed: int) -> tuple[str, dict]:
-    """(hash, settings) of everything that shapes one run (see the module docstring)."""
+    """(hash, settings) of everything that shapes one run (see the module docstring).
+
+    Method keys and code enter for the methods the keys turn on (every key of theirs, defaults included, and their
+    files), plus the keys several methods read: a method that is off changes nothing (tests/test_registry.py), so a
+    newly registered method or a changed default of one that is off does not invalidate earlier runs.
+    """
+    import inspect
+
     import ultralytics
 
     from yolo_partial.keys import method_args
+    from yolo_partial.losses.method import COMMON_KEYS
+    from yolo_partial.losses.registry import build_methods
 
     method = method_args(keys)
-    d = Path(data)
-    own = [f"yolo_partial/losses/{f}" for k, f in METHOD_FILES.items()
-           if any(n.startswith(k) and v not in (False, 0, 0.0) for n, v in keys.items())]
+    enabled = build_methods(method)
+    relevant = {k for m in enabled for k in type(m).KEYS} | set(COMMON_KEYS)
+    own = sorted({inspect.getsourcefile(type(m)) for m in enabled})
     # with no method on, the loss is Ultralytics' own exactly (tests/test_losses.py): no code of ours shapes the run
-    files = [*CORE, *own] if own else []
-    code = hashlib.sha1(b"".join((REPO / f).read_bytes() for f in files if (REPO / f).is_file())).hexdigest()
-    settings = {"data": d.parent.name, "data_sha1": labels_sha1(d), **BUDGET, "seed": seed,
-                "method": method, "code": code, "ultralytics": ultralytics.__version__}
+    files = [*(str(REPO / f) for f in CORE), *own] if own else []
+    code = hashlib.sha1(b"".join(Path(f).read_bytes() for f in files if Path(f).is_file())).hexdigest()
+    settings = {"data": Path(data).parent.name if Path(data).stem == "data" else Path(data).stem,
+                "data_sha1": labels_sha1(Path(data)), **BUDGET, "seed": seed,
+                "method": {k: v for k, v in method.items() if k in relevant}, "code": code,
+                "ultralytics": ultralytics.__version__}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10], settings
 
 
