@@ -106,7 +106,8 @@ class TileRows:
         self.row_of = row_of
 
     def __call__(self, im_file: str) -> np.ndarray:
-        return np.concatenate(([[float(self.row_of.get(im_file, 0))]], WHOLE_IMAGE), 1)
+        row = self.row_of.get(im_file)  # every image of the dataset has one; without a tile nothing is known missing
+        return np.zeros((0, 5), np.float32) if row is None else np.concatenate(([[float(row)]], WHOLE_IMAGE), 1)
 
 
 class IgnoreRows:
