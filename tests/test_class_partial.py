@@ -431,3 +431,16 @@ def test_split_carries_partial(merged, tmp_path):
             n_eval += 1
             assert got == entry
     assert n_train == 12 and n_eval == 4 and any(rel in lost for rel in src.entries)
+
+
+def test_partial_file_naming_a_foreign_image_is_refused(merged, tmp_path):
+    from yolo_partial.errors import PartialDataError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(merged.parent, bad, symlinks=True)
+    text = (bad / "partial.json").read_text().replace("000000.jpg", "999999.jpg")
+    (bad / "partial.json").write_text(text)
+    with pytest.raises(PartialDataError, match=r'partial.json: image ".*999999.jpg".* is not an image of the dataset'):
+        PartialDetectionTrainer(overrides={"data": str(bad / "data.yaml"), "project": str(tmp_path / "runs"),
+                                           "name": "x", "model": "yolov8n.yaml", "imgsz": IMGSZ})
+    assert not (tmp_path / "runs" / "x").exists()

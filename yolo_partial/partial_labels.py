@@ -180,12 +180,35 @@ def load_for_data(data_yaml: str | Path, images: list[str] | None = None) -> Par
     return load_partial(path, class_names(data_yaml, cfg), images, root=dataset_root(Path(data_yaml), cfg))
 
 
-def partial_for_data(data: Any) -> PartialLabels | None:
+def partial_for_data(data: Any, dataset: Mapping[str, Any] | None = None) -> PartialLabels | None:
     """The loaded `partial:` file of a data YAML path (what the trainer and validator decide from), or None for a data
-    YAML without one and for other data sources (Ultralytics' own names, archives)."""
+    YAML without one and for other data sources (Ultralytics' own names, archives). With `dataset` (Ultralytics'
+    resolved data dict, e.g. a trainer's `data`), every image the file names must be one of its images."""
     if not isinstance(data, (str, Path)) or Path(data).suffix not in {".yaml", ".yml"} or not Path(data).is_file():
         return None
-    return load_for_data(data)
+    if find_partial(data) is None:
+        return None
+    return load_for_data(data, None if dataset is None else dataset_images(dataset))
+
+
+def dataset_images(dataset: Mapping[str, Any]) -> list[str]:
+    """The train/val/test image paths of a resolved data dict, listed as Ultralytics lists them (folders searched
+    recursively, .txt lists read with './' relative to the list's folder)."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    files: list[str] = []
+    for key in ("train", "val", "test", "minival"):
+        values = dataset.get(key)
+        for v in values if isinstance(values, (list, tuple)) else [values]:
+            if not v:
+                continue
+            p = Path(str(v))
+            if p.is_dir():
+                files += [str(f) for f in p.rglob("*.*")]
+            elif p.is_file() and p.suffix == ".txt":
+                lines = p.read_text(encoding="utf-8-sig").splitlines()
+                files += [str(p.parent / x[2:]) if x.startswith("./") else x for x in (ln.strip() for ln in lines)]
+    return [f for f in files if f.rpartition(".")[-1].lower() in IMG_FORMATS]
 
 
 def load_partial(path: str | Path, names: dict[int, str], images: list[str] | None = None,

@@ -85,7 +85,7 @@ class PartialDetectionTrainer(DetectionTrainer):
             raise
         keys = check_method_args(vars(self.args))  # the one validation; resume restored the checkpoint's args
         try:  # the data's partial: file turns class_partial on; a bad one stops here, leaving no run folder
-            self.partial_labels = partial_for_data(self.args.data)
+            self.partial_labels = partial_for_data(self.args.data, self.data)
             keys = switch_class_partial(keys, overrides, self.partial_labels, bool(self.args.resume))
         except BaseException:
             self._remove_unstarted_run()
