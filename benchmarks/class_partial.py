@@ -123,7 +123,8 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
         rs = [results[(arm, s)] for s in seeds if (arm, s) in results]
         m50, s50 = mean_std([r["val mAP50"] for r in rs])
         m, s = mean_std([r["val mAP50-95"] for r in rs])
-        lines.append(f"| {arm} | {m50:.1f} ± {s50:.1f} | {m:.1f} ± {s:.1f} | {len(rs)} |")
+        cell = lambda mean, sd: "–" if math.isnan(mean) else f"{mean:.1f} ± {sd:.1f}"  # noqa: E731
+        lines.append(f"| {arm} | {cell(m50, s50)} | {cell(m, s)} | {len(rs)} |")
     gaps = []
     for seed in seeds:
         if all((arm, seed) in results for arm in ARMS):
