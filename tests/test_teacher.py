@@ -579,3 +579,16 @@ def test_train_yolo26_mines_from_the_first_epoch(shapes_data, tmp_path):
 
     df = pd.read_csv(yolo.trainer.csv)
     assert df["train/teacher_pos"].iloc[0] > 0 and np.isfinite(df["train/box_loss"].iloc[0])
+
+
+def test_no_teacher_boxes_on_images_without_labels():
+    """An image without any label is verified background (as for BPR and BRL) unless partial_empty=True."""
+    from yolo_partial.losses.teacher import Mined
+
+    rows = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.2, 0.9], [1, 1, 0.5, 0.5, 0.2, 0.2, 0.9], [1, 2, 0.3, 0.3, 0.1, 0.1, 0.3]])
+    mined = Mined(rows[:2], rows[2:])
+    batch = {"batch_idx": torch.tensor([0.0]), "cls": torch.tensor([[0.0]]), "bboxes": torch.tensor([[0.2, 0.2, 0.1, 0.1]])}
+    out = Teacher().allowed(mined, batch)
+    assert out.pos[:, 0].tolist() == [0] and len(out.unc) == 0
+    out = Teacher(partial_empty=True).allowed(mined, batch)
+    assert len(out.pos) == 2 and len(out.unc) == 1

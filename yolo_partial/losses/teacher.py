@@ -27,8 +27,10 @@ In the loss (`TeacherLoss` around the criterion, and `Teacher.apply` inside ever
 are appended to the GT, so Ultralytics' assigner gives them anchors like any label; with `teacher_soft=True` the
 classification term of their class and their box terms are weighted by the teacher's score. The anchors whose centre
 lies in an uncertain box of class c leave the background term of class c (`Terms.ignore_background`, the mechanism
-ignore regions share); terms asserted by class-partial labels (`Terms.asserted`) are never relaxed, and a teacher box
-on an asserted term is turned back into background.
+ignore regions share). Terms asserted by class-partial labels are never relaxed: teacher boxes of a class asserted at
+their centre are dropped before the loss (`class_partial.drop_asserted`, as Co-mining does), anchors of `Terms.asserted`
+leave no uncertain box's background, and a pseudo positive reaching an asserted term is turned back into background.
+Images without any label are verified background (no teacher boxes there) unless `partial_empty=True`.
 
 Thresholds (`teacher_calib=recall`, per class c, recomputed at the end of every epoch from that epoch's histogram,
 summed over DDP ranks): tau_hi[c] is the score at which the teacher recalls `teacher_recall_hi` of the labelled boxes
@@ -344,6 +346,7 @@ class Teacher(Method):
         soft (bool): Weight pseudo positives by the teacher's score (else they count as labels).
         nms (float): Class-wise NMS IoU on the teacher's boxes.
         gt_iou (float): Skip teacher boxes overlapping a same-class GT above this IoU.
+        partial_empty (bool): Mine on images without any label too (default: they are verified background).
     """
 
     KEYS = {
@@ -367,9 +370,10 @@ class Teacher(Method):
 
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
-                 gt_iou: float = 0.4):  # fmt: skip
+                 gt_iou: float = 0.4, partial_empty: bool = False):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
+        self.partial_empty = partial_empty
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
@@ -403,7 +407,7 @@ class Teacher(Method):
                 f"teacher_recall_hi={k['teacher_recall_hi']} (tau_lo <= tau_hi)")
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
-                   k["teacher_gt_iou"])  # fmt: skip
+                   k["teacher_gt_iou"], k.get("partial_empty", False))  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -519,12 +523,31 @@ class Teacher(Method):
         if not mining:
             return batch
         tau_hi, tau_lo = self._thresholds(nc, img.device)
-        mined = split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou)
+        mined = self.allowed(split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou), batch)
         n = len(img)
         counts = torch.cat((img.new_tensor([len(mined.pos) / n, len(mined.unc) / n]), hidden_counts(mined, batch, n)))
         batch[POS], batch[UNC], batch[COUNTS] = mined.pos, mined.unc, counts
         batch["img"] = strong_view(img)
         return batch
+
+    def allowed(self, mined: Mined, batch: dict[str, Any]) -> Mined:
+        """The teacher boxes a method that relaxes labels may use: none on an image without any label (a verified
+        background image, unless partial_empty=True, as for BPR and BRL), none of a class that class-partial labels
+        assert at the box's centre."""
+        from .class_partial import drop_asserted, has_partial
+
+        out = []
+        for rows in (mined.pos, mined.unc):
+            if not self.partial_empty and len(rows):
+                n_img = int(rows[:, 0].max()) + 1
+                labelled = torch.bincount(batch["batch_idx"].view(-1).long(), minlength=n_img)[:n_img] > 0
+                rows = rows[labelled.to(rows.device)[rows[:, 0].long()]]
+            if has_partial(batch) and len(rows):
+                kept = drop_asserted({"batch_idx": rows[:, 0], "cls": rows[:, 1:2], "bboxes": rows[:, 2:6],
+                                      "row": torch.arange(len(rows), device=rows.device)}, batch)  # fmt: skip
+                rows = rows[kept["row"]]
+            out.append(rows)
+        return Mined(*out)
 
     def epoch_end(self, trainer: Any) -> None:
         """Recalibrate the thresholds from this epoch's labelled-box scores, summed over DDP ranks, and log them."""
