@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 GROUPS = ((0, 1, 2), (3, 4, 5))  # source k labels these classes, on training images k, k + 2, k + 4, ...
 BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5, "batch": 16, "device": "cpu"}
 ARMS = ("naive", "class-partial", "complete")
+# a reference with as many labelled boxes as the merge: the even-numbered images with complete labels (--arms)
+EXTRA_ARMS = ("half-complete",)
 
 
 def make_sources(full_yaml: Path, work: Path) -> list[Path]:
@@ -78,8 +80,16 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
         full_cfg = yaml.safe_load(full.read_text())
         cfg["val"] = str(Path(full_cfg["path"]) / full_cfg["val"])  # every arm validates on the complete labels
         bench.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    half = work / "data" / "half-complete.yaml"
+    if not half.is_file():
+        full_cfg = yaml.safe_load(full.read_text())
+        root = Path(full_cfg["path"])
+        images = sorted((root / full_cfg["train"]).iterdir())[:: len(GROUPS)]
+        (work / "data" / "half-complete.txt").write_text("".join(f"{im}\n" for im in images))
+        half.write_text(yaml.safe_dump({**full_cfg, "train": str(work / "data" / "half-complete.txt"),
+                                        "val": str(root / full_cfg["val"])}, sort_keys=False))
     return {"naive": (str(bench), {"class_partial": False}), "class-partial": (str(bench), {}),
-            "complete": (str(full), {})}
+            "complete": (str(full), {}), "half-complete": (str(half), {})}
 
 
 def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str) -> dict:
@@ -158,8 +168,10 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
              "(finished runs are reused).\n",
              "val mAP on the complete shapes val set (stock Ultralytics validation), percent, mean ± std over seeds.\n",
              "| arm | val mAP50 | val mAP50-95 | runs |", "|---|---|---|---|"]
-    for arm in ARMS:
+    for arm in (*ARMS, *EXTRA_ARMS):
         rs = [results[(arm, s)] for s in seeds if (arm, s) in results]
+        if arm in EXTRA_ARMS and not rs:
+            continue
         m50, s50 = mean_std([r["val mAP50"] for r in rs])
         m, s = mean_std([r["val mAP50-95"] for r in rs])
         cell = lambda mean, sd: "–" if math.isnan(mean) else f"{mean:.1f} ± {sd:.1f}"  # noqa: E731
@@ -179,8 +191,10 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
         lines += ["", "How confidently each model finds the val objects (see `score_stats`): mean best same-class "
                   "score per object and recall at conf 0.25, percent, mean ± std over seeds; gap closed as above.", "",
                   "| arm | object score | recall@0.25 |", "|---|---|---|"]
-        for arm in ARMS:
+        for arm in (*ARMS, *EXTRA_ARMS):
             rs = [results[(arm, s)] for s in seeds if "object score" in results.get((arm, s), {})]
+            if arm in EXTRA_ARMS and not rs:
+                continue
             cells = [mean_std([r[k] for r in rs]) for k in ("object score", "recall@0.25")]
             lines.append(f"| {arm} | " + " | ".join("–" if math.isnan(a) else f"{a:.1f} ± {b:.1f}" for a, b in cells)
                          + " |")
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=(*ARMS, *EXTRA_ARMS))
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "class_partial.md")
     a = p.parse_args(argv)
     budget = {**BUDGET, **({"epochs": a.epochs} if a.epochs else {})}
@@ -206,18 +221,25 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     sets = datasets(work)
     full = sets["complete"][0]
+    tag = "" if budget == BUDGET else f"-e{budget['epochs']}"
     results = {}
+
+    def record(arm: str, seed: int) -> None:
+        name = f"{arm}{tag}-s{seed}"
+        data, keys = sets[arm]
+        results[(arm, seed)] = {**run(work, name, data, keys, seed, budget, full),
+                                **score_stats(work, name, full, budget)}
+        a.out.parent.mkdir(parents=True, exist_ok=True)  # rewritten after every run: partial results are on disk
+        a.out.write_text(report(results, a.seeds, budget, cmd.strip(), (time.time() - t0) / 60))
+
     for seed in a.seeds:
-        for arm in ARMS:
-            data, keys = sets[arm]
-            tag = "" if budget == BUDGET else f"-e{budget['epochs']}"
-            name = f"{arm}{tag}-s{seed}"
-            results[(arm, seed)] = {**run(work, name, data, keys, seed, budget, full),
-                                    **score_stats(work, name, full, budget)}
-            text = report(results, a.seeds, budget, cmd.strip(), (time.time() - t0) / 60)
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(text)  # rewritten after every run: partial results are on disk too
-    print(text)
+        for arm in a.arms:
+            record(arm, seed)
+    for seed in a.seeds:  # runs of the other arms finished earlier join the table
+        for arm in (*ARMS, *EXTRA_ARMS):
+            if (arm, seed) not in results and (work / "runs" / f"{arm}{tag}-s{seed}.json").is_file():
+                record(arm, seed)
+    print(a.out.read_text())
 
 
 if __name__ == "__main__":
