@@ -26,7 +26,7 @@ method never reuses a stale row. Run it in the background:
   python benchmarks/accuracy.py --report                          # tables from the runs saved so far
 
 Results: benchmarks/results/accuracy_cpu/ (accuracy.md, ablation.md, runs.csv, accuracy.png), and every finished
-run's record in benchmarks/results/accuracy_cpu/runs/, where a later invocation (on any machine) finds and reuses it
+run's record in benchmarks/results/accuracy_cpu/records/, where a later invocation (on any machine) finds and reuses it
 under the same hash rule: the benchmark continues across sessions from the committed records.
 """
 
@@ -128,7 +128,7 @@ def settings_hash(data: str, keys: dict, seed: int) -> tuple[str, dict]:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10], settings
 
 
-RECORDS = REPO / "benchmarks" / "results" / "accuracy_cpu" / "runs"  # committed run records, reused anywhere
+RECORDS = REPO / "benchmarks" / "results" / "accuracy_cpu" / "records"  # committed run records, reused anywhere
 
 
 def run_name(row: str, variant: str, data: str, seed: int) -> tuple[str, dict, dict]:
