@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import PartialDataError
+from .labels import parse_xml
 
 CVAT_VERSION = "1.1"
 DECIMALS = 2  # CVAT writes pixel coordinates with 2 decimals
@@ -188,14 +189,7 @@ def read_cvat_images(path: str | Path) -> CvatAnnotations:
     Image names must be unique; box corners must be numbers with xbr >= xtl and ybr >= ytl.
     """
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise PartialDataError(f"reviewed file not found: {path}") from None
-    except ET.ParseError as e:
-        raise PartialDataError(f"{path}: malformed XML ({e}): expected CVAT for images 1.1") from None
-    except OSError as e:
-        raise PartialDataError(f"{path}: cannot read ({e.strerror or e}): expected a readable XML file") from None
+    root = parse_xml(path, "CVAT for images 1.1", f"reviewed file not found: {path}")
     if root.tag != "annotations":
         raise PartialDataError(f"{path}: root element <{root.tag}>: expected <annotations> (CVAT for images 1.1)")
     if root.find("track") is not None:

@@ -105,3 +105,18 @@ def data_yaml_text(fields: dict[str, Any], names: Sequence[str] | dict[int, str]
     lines = [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in fields.items()]
     lines += [f"nc: {len(names)}", "names:", *(f"  {i}: {json.dumps(n, ensure_ascii=False)}" for i, n in names.items())]
     return header + "\n".join(lines) + "\n"
+
+
+def parse_xml(path: str | Path, expected: str, missing: str | None = None):
+    """The root element of an annotation XML (VOC, CVAT), or a one-line PartialDataError naming the file: `missing` is
+    the message for a file that does not exist (default: '<path>: not found'), `expected` names the format."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        return ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise PartialDataError(missing or f"{path}: not found: expected {expected}") from None
+    except ET.ParseError as e:
+        raise PartialDataError(f"{path}: malformed XML ({e}): expected {expected}") from None
+    except OSError as e:
+        raise PartialDataError(f"{path}: cannot read ({e.strerror or e}): expected a readable {expected}") from None

@@ -14,12 +14,11 @@ and labels are normalised by the kept part (1920x540).
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..errors import PartialDataError
-from ..labels import data_yaml_text
+from ..labels import data_yaml_text, parse_xml
 from ..fileio import atomic_dir
 from . import format_table, yolo_line
 
@@ -74,10 +73,7 @@ def read_video_xml(path: Path, frames: set[int]) -> tuple[tuple[int, int], str, 
         boxes (dict[int, list[Box]]): the visible boxes of each frame in `frames`.
         counts (Counter): 'tracks', 'shapes', 'boxes', 'outside' and 'label:<label>' (objects per label) of the file.
     """
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise PartialDataError(f"{path}: malformed XML ({e}): expected a CVAT for video 1.1 XML") from None
+    root = parse_xml(path, "a CVAT for video 1.1 XML")
     if root.tag != "annotations":
         raise PartialDataError(f"{path}: root element is <{root.tag}>: expected a CVAT XML's <annotations>")
     size_el = root.find("./meta//original_size")

@@ -10,12 +10,11 @@ kept. Boxes follow Ultralytics' VOC.yaml conversion: VOC's 1-based pixel corners
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 from ..errors import PartialDataError
-from ..labels import data_yaml_text
+from ..labels import data_yaml_text, parse_xml
 from ..fileio import atomic_dir, link_image
 from . import format_table, yolo_line
 
@@ -38,12 +37,7 @@ def read_image_set(path: Path) -> tuple[list[str], int]:
 
 def read_annotation(path: Path, image: Path, stats: Counter) -> list[str]:
     """YOLO label lines of one VOC annotation XML; tallies kept, difficult, unknown-class and empty boxes in `stats`."""
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise PartialDataError(f"{path}: annotation not found: expected one XML per listed image id") from None
-    except ET.ParseError as e:
-        raise PartialDataError(f"{path}: malformed XML ({e}): expected a VOC annotation") from None
+    root = parse_xml(path, "a VOC annotation", f"{path}: annotation not found: expected one XML per listed image id")
     try:
         size = (int(root.findtext("size/width")), int(root.findtext("size/height")))
     except (TypeError, ValueError):
