@@ -24,8 +24,8 @@ from yolo_partial.keys import METHOD_DEFAULTS, method_args
 from yolo_partial.losses import partial_criterion
 from yolo_partial.losses.method import CHECKPOINT_KEY
 from yolo_partial.losses.teacher import (BINS, COUNTS, HI_RANGE, LO_MIN, MIN_BOXES, POS, UNC, Teacher, TeacherLoss,
-                                         histogram, labelled_box_scores, recall_threshold, split_boxes, strong_view,
-                                         teacher_predictions)  # fmt: skip
+                                         histogram, invented_threshold, labelled_box_scores, recall_threshold,
+                                         split_boxes, strong_view, teacher_predictions)  # fmt: skip
 
 IMGSZ, NC = 64, 3
 HEADS = ("yolov8n.yaml", "yolo26n.yaml")
@@ -111,17 +111,18 @@ def _teacher_batch(mined):
 
 def _expected(plain, preds, mined, soft):
     """The classification and box losses written out: GT + positives as labels, uncertain anchors out of their class's
-    background term, and with soft=True the positives' class term and box terms weighted by their scores."""
+    background term, and with soft=True the positives' targets capped at their scores, box terms weighted by them."""
     rows = torch.cat((mined.pos[:, :6], torch.tensor([[0.0, 0, *GT["bboxes"][0].tolist()]])))[[2, 0, 1]]  # GT first
     a = plain.assign(preds, {"batch_idx": rows[:, 0], "cls": rows[:, 1:2], "bboxes": rows[:, 2:6]})
-    bce = plain.bce(a.pred_scores, a.target_scores)
-    weight = torch.ones_like(bce)
+    targets = a.target_scores.clone()
     box_scores = a.target_scores.clone()
-    if soft:
+    if soft:  # a pseudo positive's target is capped at the teacher's score; its box terms are weighted by it
         for j, (c, s) in enumerate(zip(mined.pos[:, 1].long().tolist(), mined.pos[:, 6].tolist()), start=1):
             sel = a.fg_mask[0] & (a.target_gt_idx[0] == j)
-            weight[0, sel, c] = s
+            targets[0, sel, c] = targets[0, sel, c].clamp(max=s)
             box_scores[0, sel] *= s
+    bce = plain.bce(a.pred_scores, targets)
+    weight = torch.ones_like(bce)
     pts = a.anchor_points * a.stride_tensor
     x1, y1, x2, y2 = 4, 40, 24, 60
     inside = (pts[:, 0] > x1) & (pts[:, 0] < x2) & (pts[:, 1] > y1) & (pts[:, 1] < y2)
@@ -140,8 +141,13 @@ def test_positives_and_uncertain_boxes_in_the_loss(models, soft):
     plain = _crit(model)
     assert isinstance(crit, TeacherLoss) and not isinstance(plain, TeacherLoss)
     preds, mined = _student_preds(model), _split()
+    if soft:
+        mined.pos[:, 6] = torch.tensor([1e-7, 0.9])  # under the assigner's targets (~1e-6 for this untrained model)
     loss, items = crit(preds, _teacher_batch(mined))
     cls, box, a, inside = _expected(plain, preds, mined, soft)
+    if soft:
+        hard, _, _, _ = _expected(plain, preds, mined, False)
+        assert not torch.allclose(cls, hard)
     torch.testing.assert_close(items["cls_loss"], cls.detach(), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(items["box_loss"], box.detach(), rtol=1e-5, atol=1e-7)
     assert items["teacher_pos"] == 2 and items["teacher_unc"] == 1
@@ -314,22 +320,38 @@ def test_labelled_box_scores_against_brute_force(models):
         model.train()
 
 
-def _independent_thresholds(per_class: list[list[float]], recall_hi=0.5, recall_lo=0.9, start=(0.5, 0.2)):
+def _independent_thresholds(per_class: list[list[float]], recall_hi=0.5, recall_lo=0.9, start=(0.5, 0.2),
+                            dets=None, ratio=2.0):
     """The documented rule, computed from raw scores: per class (or pooled when it has < MIN_BOXES), the score at
-    which the recall reaches the share, on the histogram grid, clamped."""
+    which the recall reaches the share, on the histogram grid; with `dets` ({class: (matched, unmatched) score
+    lists}) raised to the lowest grid score from which up unmatched <= ratio * matched everywhere; clamped."""
     pooled = [s for c in per_class for s in c]
 
     def q(s, share):
         s = sorted(s, reverse=True)
         return math.floor(s[math.ceil(share * len(s)) - 1] * BINS) / BINS
 
+    def bound(matched, unmatched):
+        grid = lambda v: min(math.floor(v * BINS), BINS - 1)  # noqa: E731  the bin a score falls in
+        mb, ub = [grid(v) for v in matched], [grid(v) for v in unmatched]
+        ok = [sum(b >= k for b in ub) <= ratio * sum(b >= k for b in mb) for k in range(BINS)]
+        k = BINS
+        while k > 0 and ok[k - 1]:
+            k -= 1
+        return k / BINS
+
     out = []
-    for s in per_class:
-        use = s if len(s) >= MIN_BOXES else pooled
+    for c, s in enumerate(per_class):
+        few = len(s) < MIN_BOXES
+        use = pooled if few else s
         if len(use) < MIN_BOXES:
             out.append(start)
             continue
-        hi = min(max(q(use, recall_hi), HI_RANGE[0]), HI_RANGE[1])
+        hi = q(use, recall_hi)
+        if dets is not None:
+            m, u = ([v for cc in dets for v in dets[cc][i]] if few else dets[c][i] for i in (0, 1))
+            hi = max(hi, bound(m, u))
+        hi = min(max(hi, HI_RANGE[0]), HI_RANGE[1])
         out.append((hi, min(max(q(use, recall_lo), LO_MIN), hi)))
     return out
 
@@ -366,6 +388,22 @@ def _random_batch(n_img=4, n_box=6, seed=0):
             "cls": torch.randint(0, NC, (n, 1), generator=g).float(), "bboxes": torch.cat([xy, wh], 1)}  # fmt: skip
 
 
+def _labels_from_teacher(teacher, batch, n=3):
+    """The batch with the first n random labels of each image replaced by boxes near the teacher's own detections
+    (so that some detections match a label), in the detections' class."""
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import xyxy2xywh
+
+    with torch.no_grad():
+        y, _ = teacher(batch["img"])
+    for i, d in enumerate(non_max_suppression(y, conf_thres=LO_MIN, iou_thres=0.5, max_det=300)):
+        rows = (batch["batch_idx"] == i).nonzero().view(-1)[:n]
+        k = min(len(rows), len(d))
+        batch["bboxes"][rows[:k]] = xyxy2xywh(d[:k, :4] + torch.tensor([1.0, -1, 1, 1])) / IMGSZ
+        batch["cls"][rows[:k], 0] = d[:k, 5]
+    return batch
+
+
 def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
     """Thresholds after an epoch of two batches equal the rule applied to brute-force scores of all labelled boxes;
     under DDP the histogram is all-reduced first (here: a fake second rank adding its own scores)."""
@@ -377,26 +415,41 @@ def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
             m[-1].bias.fill_(1.0)  # probabilities around 0.5-0.8 so the clamps do not decide
     trainer = _fake_trainer(model, epoch=0)
     t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 1}))
-    batches = [_random_batch(seed=s) for s in (1, 2)]
+    batches = [_labels_from_teacher(trainer.ema.ema, _random_batch(seed=s)) for s in (1, 2)]
     for b in batches:
         out = t.preprocess_batch({k: v.clone() for k, v in b.items()}, trainer)
         assert POS not in out  # epoch 0 < warmup: calibration only
     per_class = [[] for _ in range(NC)]
+    dets = {c: ([], []) for c in range(NC)}  # matched, unmatched detection scores
     teacher = trainer.ema.ema
+    from ultralytics.utils.nms import non_max_suppression
+
     for b in batches:
         boxes, scores = teacher_predictions(teacher, b["img"])
         gt = xywh2xyxy(b["bboxes"] * IMGSZ)
         s = labelled_box_scores(boxes, scores, b["batch_idx"].long(), b["cls"].view(-1).long(), gt)
         for c, v in zip(b["cls"].view(-1).long().tolist(), s.tolist()):
             per_class[c].append(v)
-    other_rank = histogram(torch.full((20,), 0.95), torch.zeros(20, dtype=torch.long), NC)
+        with torch.no_grad():  # the head's own decoded output through Ultralytics' NMS, matched box by box
+            y, _ = teacher(b["img"])
+        for i, d in enumerate(non_max_suppression(y, conf_thres=LO_MIN, iou_thres=0.5, max_det=300)):
+            mine = b["batch_idx"] == i
+            for box, score, c in zip(d[:, :4], d[:, 4].tolist(), d[:, 5].long().tolist()):
+                hit = any(float(box_iou(box[None], g[None])) >= 0.5 and int(k) == c
+                          for g, k in zip(gt[mine], b["cls"][mine].view(-1)))  # fmt: skip
+                dets[c][0 if hit else 1].append(score)
+    assert sum(len(u) for _, u in dets.values()) > 0 and sum(len(m) for m, _ in dets.values()) > 0
+    other_rank = torch.zeros(3, NC, BINS, dtype=torch.long)
+    other_rank[0] = histogram(torch.full((20,), 0.95), torch.zeros(20, dtype=torch.long), NC)
+    other_rank[1] = histogram(torch.full((5,), 0.95), torch.zeros(5, dtype=torch.long), NC)  # 5 matched at 0.95
     import torch.distributed as dist
 
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "all_reduce", lambda x: x.add_(other_rank))
     t.epoch_end(trainer)
     per_class[0] += [0.95] * 20
-    for c, (hi, lo) in enumerate(_independent_thresholds(per_class)):
+    dets[0][0].extend([0.95] * 5)
+    for c, (hi, lo) in enumerate(_independent_thresholds(per_class, dets=dets)):
         assert float(t.tau_hi[c]) == pytest.approx(hi, abs=1 / BINS + 1e-6), c
         assert float(t.tau_lo[c]) == pytest.approx(lo, abs=1 / BINS + 1e-6), c
     assert t.hist is None  # the next epoch starts afresh
@@ -592,3 +645,39 @@ def test_no_teacher_boxes_on_images_without_labels():
     assert out.pos[:, 0].tolist() == [0] and len(out.unc) == 0
     out = Teacher(partial_empty=True).allowed(mined, batch)
     assert len(out.pos) == 2 and len(out.unc) == 1
+
+
+def test_invented_boxes_bound():
+    """Unmatched detections far above the labelled objects' scores (a collapsing teacher) push tau_hi up until, from
+    there on, at most `ratio` unmatched per matched remain; with no such score, above every detection."""
+    h = torch.zeros(2, BINS, dtype=torch.long)
+    h[0, 300] = 10  # 10 matched at 0.30
+    h[1, 100] = 50  # 50 unmatched at 0.10: fine from 0.101 up... but see below
+    h[1, 500] = 15  # 15 unmatched at 0.50: above 0.30 there is no matched box to excuse them
+    assert float(invented_threshold(h, 2.0)) == pytest.approx(501 / BINS)
+    h[0, 600] = 8  # 8 matched at 0.60: from 0.101 up, 15 unmatched <= 2 * 18 matched; above 0.5 too
+    assert float(invented_threshold(h, 2.0)) == pytest.approx(101 / BINS)
+    assert float(invented_threshold(h, 100.0)) == 0.0  # everything excused
+    assert float(invented_threshold(torch.zeros(2, BINS, dtype=torch.long), 2.0)) == 0.0  # no detections
+
+
+def test_invented_positives_are_demoted_in_the_batch():
+    """More positives of a class than teacher_unmatched x its label-matching detections at tau_hi in the batch: they
+    become uncertain boxes (ignored, not taught)."""
+    from yolo_partial.losses.teacher import Mined, demote_invented
+
+    pos = torch.tensor([[0, 1, 0.2, 0.2, 0.1, 0.1, 0.6], [0, 1, 0.6, 0.2, 0.1, 0.1, 0.7], [0, 1, 0.2, 0.6, 0.1, 0.1, 0.8],
+                        [0, 2, 0.8, 0.8, 0.1, 0.1, 0.9]])  # fmt: skip
+    mined = Mined(pos, torch.zeros(0, 7))
+    batch = {"batch_idx": torch.tensor([0.0, 0.0]), "cls": torch.tensor([[1.0], [2.0]]),
+             "bboxes": torch.tensor([[0.5, 0.5, 0.25, 0.25], [0.25, 0.75, 0.25, 0.25]])}  # fmt: skip
+    label = [[24, 24, 40, 40, 0.7, 1], [8, 40, 24, 56, 0.7, 2]]  # detections on the two labels (pixels)
+    tau = torch.full((NC,), 0.5)
+    out = demote_invented(mined, [torch.tensor([label[0]])], batch, (IMGSZ, IMGSZ), tau, 2.0)
+    assert out.pos[:, 1].tolist() == [] and len(out.unc) == 4  # class 1: 3 > 2 x 1; class 2: 1 > 2 x 0
+    two = torch.tensor([label[0], [24, 24, 40, 41, 0.6, 1], label[1]])
+    out = demote_invented(mined, [two], batch, (IMGSZ, IMGSZ), tau, 2.0)
+    assert out.pos[:, 1].tolist() == [1, 1, 1, 2] and len(out.unc) == 0  # 3 <= 2 x 2; 1 <= 2 x 1
+    low = torch.tensor([label[0][:4] + [0.4, 1], label[1]])  # a match below tau_hi does not count
+    out = demote_invented(mined, [low], batch, (IMGSZ, IMGSZ), tau, 2.0)
+    assert out.pos[:, 1].tolist() == [2]

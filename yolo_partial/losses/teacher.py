@@ -15,11 +15,15 @@ Every training batch (trainer side, `Teacher.preprocess_batch`):
    trainer's EMA whenever Ultralytics replaces that EMA.
 2. It runs in eval mode under no_grad on the batch exactly as Ultralytics augmented it (the weak view). Its per-anchor
    boxes and class probabilities come from the branch the head infers with (one-to-one on YOLO26).
-3. Calibration data: for every labelled box, the teacher's best probability of the box's class among its predictions
-   that overlap the box with IoU >= `CAL_IOU`; a per-class histogram of these scores is kept over the epoch.
+3. Calibration data, kept over the epoch as per-class histograms: for every labelled box, the teacher's best
+   probability of the box's class among its predictions that overlap the box with IoU >= `CAL_IOU`; and the scores
+   of the teacher's detections (class-wise NMS, score >= `LO_MIN`), split into those matching a labelled box of their
+   class (IoU >= `CAL_IOU`) and the others.
 4. Mining (from epoch `teacher_warmup` on): class-wise NMS at `teacher_nms`; boxes overlapping a GT of their class
    with IoU > `teacher_gt_iou` are skipped (that object is labelled); the rest split by their class's thresholds:
-   score >= tau_hi: extra positive; tau_lo <= score < tau_hi: uncertain; below: ordinary background.
+   score >= tau_hi: extra positive; tau_lo <= score < tau_hi: uncertain; below: ordinary background. Positives of a
+   class that outnumber `teacher_unmatched` times its label-matching detections at tau_hi in this very batch are
+   demoted to uncertain (`demote_invented`: the thresholds' bound on invented boxes, applied at once).
 5. The student's images are replaced by a strong view of them (`strong_view`: photometric jitter and cutout, no
    geometric change, so every label and teacher box stays valid).
 
@@ -32,10 +36,13 @@ their centre are dropped before the loss (`class_partial.drop_asserted`, as Co-m
 leave no uncertain box's background, and a pseudo positive reaching an asserted term is turned back into background.
 Images without any label are verified background (no teacher boxes there) unless `partial_empty=True`.
 
-Thresholds (`teacher_calib=recall`, per class c, recomputed at the end of every epoch from that epoch's histogram,
+Thresholds (`teacher_calib=recall`, per class c, recomputed at the end of every epoch from that epoch's histograms,
 summed over DDP ranks): tau_hi[c] is the score at which the teacher recalls `teacher_recall_hi` of the labelled boxes
-of class c, tau_lo[c] the score at which it recalls `teacher_recall_lo` of them; tau_hi is clamped to `HI_RANGE`,
-tau_lo to [`LO_MIN`, tau_hi]. A class with fewer than `MIN_BOXES` scored boxes in the epoch takes the thresholds of
+of class c, raised where needed so that at tau_hi and above the teacher's detections of class c that match no label
+are at most `teacher_unmatched` times those that match one (the bound on invented boxes: a self-trained teacher can
+collapse into predicting one box shape everywhere, which this rule sees as unmatched detections far above the
+labelled objects' scores, and stops); tau_lo[c] is the score at which it recalls `teacher_recall_lo` of them; tau_hi
+is clamped to `HI_RANGE`, tau_lo to [`LO_MIN`, tau_hi]. A class with fewer than `MIN_BOXES` scored boxes in the epoch takes the thresholds of
 all classes pooled, or keeps its previous ones. `teacher_calib=fixed` uses `teacher_hi` and `teacher_lo` throughout
 (they are also the starting values of calibrated thresholds). The thresholds are saved in checkpoints.
 """
@@ -71,8 +78,9 @@ LO_MIN = 0.05  # floor of calibrated tau_lo (and the lowest score NMS keeps)
 RAMP = 10  # own-EMA decay ramp d * (1 - exp(-updates / RAMP)), Ultralytics' ramp with a short time constant
 MAX_BOXES = 300  # teacher boxes per image at most (Ultralytics' max_det)
 ERASE = ((0.7, 0.02, 0.1), (0.5, 0.02, 0.1))  # cutout patches: (probability, min and max share of the image area)
-ERASE_FILL = 114 / 255  # Ultralytics' letterbox grey
+ERASE_FILL = None  # cutout fill: None = uniform noise per pixel (a flat grey patch would look like mosaic padding)
 JITTER_P, JITTER = 0.8, 0.4  # share of images jittered; brightness/contrast/saturation factors in 1 +- JITTER
+SOFT_TARGET, SOFT_WEIGHT = True, False  # teacher_soft: cap the pseudo positives' targets at the teacher's score
 COUNT_KEYS = ("teacher_pos", "teacher_unc")  # per-image counts logged every batch
 HIDDEN_COUNT_KEYS = ("teacher_hit", "teacher_hidden", "teacher_covered")  # with a hidden-box manifest
 
@@ -84,7 +92,9 @@ def strong_view(img: torch.Tensor, p_jitter: float = JITTER_P, erase=ERASE) -> t
 
     Each image, with probability `p_jitter`, gets brightness, contrast and saturation factors drawn in 1 +- JITTER
     (hue is left alone: it is the costly one); then each cutout patch of `erase` is placed with its probability, its
-    area a uniform share of the image in [min, max], aspect ratio log-uniform in [1/3, 3], filled with grey. Pixels
+    area a uniform share of the image in [min, max], aspect ratio log-uniform in [1/3, 3], filled with uniform noise
+    (as Unbiased Teacher's random erasing; a flat grey patch over a labelled object would teach that Ultralytics'
+    grey mosaic padding is an object, which the teacher then finds in the weak view). Pixels
     move nowhere, so the labels and the teacher's boxes hold for the result.
     """
     b, _, h, w = img.shape
@@ -114,7 +124,8 @@ def strong_view(img: torch.Tensor, p_jitter: float = JITTER_P, erase=ERASE) -> t
         xs = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, 1, w) + 0.5
         x1, y1, x2, y2 = (box[..., i, None, None] for i in range(4))
         cut = ((xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)).any(1, keepdim=True)  # (B, 1, H, W)
-        out = out.masked_fill(cut, ERASE_FILL)
+        fill = torch.rand_like(out) if ERASE_FILL is None else torch.full_like(out, ERASE_FILL)
+        out = torch.where(cut, fill, out)
     return out
 
 
@@ -187,6 +198,74 @@ def recall_threshold(hist: torch.Tensor, share: float) -> torch.Tensor:
     return torch.where(hist.sum(-1) > 0, k.double() / bins, math.nan)
 
 
+def detections(boxes: torch.Tensor, scores: torch.Tensor, conf: float, nms: float) -> list[torch.Tensor]:
+    """Per image, (n, 6) xyxy pixel boxes, score, class of the teacher's predictions after class-wise NMS."""
+    pred = torch.cat((xyxy2xywh(boxes), scores), 2).permute(0, 2, 1)  # NMS layout (B, 4 + C, A)
+    return non_max_suppression(pred, conf_thres=conf, iou_thres=nms, max_det=MAX_BOXES)
+
+
+@torch.no_grad()
+def matched_detections(dets: list[torch.Tensor], idx: torch.Tensor, cls: torch.Tensor,
+                       gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images' detections as one (n, 6) tensor, and (n,) whether each matches a labelled box of its image and
+    class (IoU >= CAL_IOU)."""
+    dev = gt.device
+    rows = [(b, d) for b, d in enumerate(dets) if len(d)]
+    if not rows:
+        return gt.new_zeros(0, 6), torch.zeros(0, dtype=torch.bool, device=dev)
+    d = torch.cat([x for _, x in rows]).to(dev)
+    b = torch.cat([torch.full((len(x),), i, device=dev, dtype=torch.long) for i, x in rows])
+    matched = torch.zeros(len(d), dtype=torch.bool, device=dev)
+    if len(idx):
+        ov = box_iou(d[:, :4], gt.to(d))  # (n, m)
+        matched = ((ov >= CAL_IOU) & (d[:, 5:6].long() == cls[None]) & (b[:, None] == idx[None])).any(1)
+    return d, matched
+
+
+def detection_histograms(dets: list[torch.Tensor], idx: torch.Tensor, cls: torch.Tensor, gt: torch.Tensor,
+                         nc: int) -> torch.Tensor:
+    """(2, C, BINS) score counts of the teacher's detections per class: [0] those matching a labelled box of their
+    image and class (IoU >= CAL_IOU), [1] the others (an unlabelled object, or a box the teacher invented)."""
+    out = torch.zeros(2, nc, BINS, dtype=torch.long, device=gt.device)
+    d, matched = matched_detections(dets, idx, cls, gt)
+    for k, sel in enumerate((matched, ~matched)):
+        out[k] = histogram(d[sel, 4], d[sel, 5].long(), nc)
+    return out
+
+
+def demote_invented(mined: Mined, dets: list[torch.Tensor], batch: dict[str, Any], hw: tuple[int, int],
+                    tau_hi: torch.Tensor, ratio: float) -> Mined:
+    """The same bound as the calibration's, on this batch: a class whose positives outnumber `ratio` times its
+    detections at or above tau_hi that match a label has its positives demoted to uncertain boxes (ignored, not
+    taught), so a teacher that starts inventing one kind of box is stopped at once, not only at the epoch's end."""
+    if not len(mined.pos):
+        return mined
+    gi, gc, gb = _gt_pixels(batch, *hw)
+    d, matched = matched_detections(dets, gi, gc, gb)
+    nc = len(tau_hi)
+    dc = d[:, 5].long()
+    hit = matched & (d[:, 4] >= tau_hi.to(d)[dc])
+    m = torch.bincount(dc[hit], minlength=nc)[:nc].to(mined.pos.device)
+    pc = mined.pos[:, 1].long()
+    n_pos = torch.bincount(pc, minlength=nc)[:nc]
+    bad = (n_pos > ratio * m)[pc]
+    if not bad.any():
+        return mined
+    return Mined(mined.pos[~bad], torch.cat((mined.unc, mined.pos[bad])))
+
+
+def invented_threshold(hist: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(...) the lowest bin edge t such that at every threshold t' >= t, the detections scored >= t' that match no
+    label are at most `ratio` times those that match one, from (..., 2, BINS) [matched, unmatched] counts (1.0 when
+    even the top bin fails; 0 when there are no detections)."""
+    m = hist[..., 0, :].flip(-1).cumsum(-1).flip(-1).double()  # [k]: matched detections scored >= k / BINS
+    u = hist[..., 1, :].flip(-1).cumsum(-1).flip(-1).double()
+    ok = (u <= ratio * m).flip(-1).cumprod(-1).flip(-1).bool()  # [k]: the bound holds at k and above
+    bins = hist.shape[-1]
+    k = torch.where(ok, torch.arange(bins, device=hist.device), bins).amin(-1)
+    return k.double() / bins
+
+
 @dataclass
 class Mined:
     """One batch's teacher boxes, in the batch's label layout: rows (batch_idx, cls, x, y, w, h normalised, score)."""
@@ -197,7 +276,8 @@ class Mined:
 
 @torch.no_grad()
 def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any], hw: tuple[int, int],
-                tau_hi: torch.Tensor, tau_lo: torch.Tensor, nms: float, gt_iou: float) -> Mined:
+                tau_hi: torch.Tensor, tau_lo: torch.Tensor, nms: float, gt_iou: float,
+                dets: list[torch.Tensor] | None = None) -> Mined:
     """Class-wise NMS of the teacher's predictions, skip those overlapping a same-class GT above `gt_iou`, split the
     rest by their class's thresholds into positives (score >= tau_hi) and uncertain boxes (tau_lo <= score < tau_hi).
 
@@ -206,11 +286,11 @@ def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any]
         batch (dict): The batch's labels (batch_idx, cls, bboxes normalised xywh).
         hw (tuple): Image height and width in pixels.
         tau_hi, tau_lo (torch.Tensor): (C,) per-class thresholds.
+        dets (list): The teacher's detections after NMS (see `detections`) when already computed at a floor <= tau_lo.
     """
     h, w = hw
-    pred = torch.cat((xyxy2xywh(boxes), scores), 2).permute(0, 2, 1)  # NMS layout (B, 4 + C, A)
-    floor = float(tau_lo.min().clamp(min=1e-3))
-    dets = non_max_suppression(pred, conf_thres=floor, iou_thres=nms, max_det=MAX_BOXES)
+    if dets is None:
+        dets = detections(boxes, scores, float(tau_lo.min().clamp(min=1e-3)), nms)
     gi, gc, gb = _gt_pixels(batch, h, w)
     scale = boxes.new_tensor([w, h, w, h])
     rows = []
@@ -347,6 +427,7 @@ class Teacher(Method):
         nms (float): Class-wise NMS IoU on the teacher's boxes.
         gt_iou (float): Skip teacher boxes overlapping a same-class GT above this IoU.
         partial_empty (bool): Mine on images without any label too (default: they are verified background).
+        unmatched (float): At tau_hi, at most this many detections matching no label per detection matching one.
     """
 
     KEYS = {
@@ -360,6 +441,8 @@ class Teacher(Method):
                                                                   "recall of labelled boxes, or fixed ones"),
         "teacher_recall_hi": unit(0.5, True, True, "teacher: share of labelled boxes the teacher recalls at tau_hi"),
         "teacher_recall_lo": unit(0.9, True, True, "teacher: share of labelled boxes the teacher recalls at tau_lo"),
+        "teacher_unmatched": at_least(2.0, 0, "teacher: at tau_hi, at most this many teacher boxes matching no label "
+                                               "per box matching one (bounds invented boxes; ~ missing / labelled)"),
         "teacher_soft": flag("teacher: weight pseudo positives by the teacher's score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
@@ -370,15 +453,15 @@ class Teacher(Method):
 
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
-                 gt_iou: float = 0.4, partial_empty: bool = False):  # fmt: skip
+                 gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
-        self.partial_empty = partial_empty
+        self.partial_empty, self.unmatched = partial_empty, unmatched
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
         self.tau_lo: torch.Tensor | None = None
-        self.hist: torch.Tensor | None = None  # (C, BINS) this epoch's labelled-box scores
+        self.hist: torch.Tensor | None = None  # (3, C, BINS) this epoch's labelled-box and detection scores
         self.calibrations = 0  # epochs whose scores have set the thresholds
         self._own: torch.nn.Module | None = None  # teacher_decay > 0: the teacher's own EMA
         self._own_updates = 0
@@ -407,7 +490,7 @@ class Teacher(Method):
                 f"teacher_recall_hi={k['teacher_recall_hi']} (tau_lo <= tau_hi)")
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
-                   k["teacher_gt_iou"], k.get("partial_empty", False))  # fmt: skip
+                   k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"])  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -435,10 +518,16 @@ class Teacher(Method):
                     t.targets = t.targets.masked_fill(wrong[..., None], 0.0)
                     t.box_fg = t.box_fg & ~wrong
                     pseudo, onehot = pseudo & ~wrong, onehot & ~wrong[..., None]
-            if self.soft:
-                score = ctx.pos_score.gather(1, jj).to(t.cls_elem.dtype)  # (B, A)
+            if self.soft and (SOFT_TARGET or SOFT_WEIGHT):
+                score = ctx.pos_score.gather(1, jj).to(t.targets.dtype)  # (B, A)
+                if SOFT_TARGET:  # the student learns the teacher's confidence, never more: no self-inflation
+                    capped = torch.where(onehot, torch.minimum(t.targets, score[..., None]), t.targets)
+                    bce = F.binary_cross_entropy_with_logits(a.pred_scores, capped, reduction="none")
+                    t.cls_elem = torch.where(onehot, bce.to(t.cls_elem.dtype), t.cls_elem)
+                    t.targets = capped
                 weight = torch.where(pseudo, score, torch.ones_like(score))
-                t.cls_elem = torch.where(onehot, t.cls_elem * weight[..., None], t.cls_elem)
+                if SOFT_WEIGHT:
+                    t.cls_elem = torch.where(onehot, t.cls_elem * weight[..., None].to(t.cls_elem.dtype), t.cls_elem)
                 t.box_scores = t.box_scores * weight[..., None].to(t.box_scores.dtype)
         if len(ctx.unc):
             pts = (a.anchor_points * a.stride_tensor).to(ctx.unc)  # (A, 2) anchor centres, pixels
@@ -506,7 +595,7 @@ class Teacher(Method):
         epoch = getattr(trainer, "epoch", 0)
         mining = epoch >= self.warmup
         calibrating = self.calib == "recall" and epoch >= self.warmup - 1
-        model = self.teacher_model(trainer) if (mining or calibrating or self.decay > 0) else None  # own EMA: tracked
+        model = self.teacher_model(trainer) if (mining or calibrating) else None  # an own EMA starts when first needed
         if model is None or not (mining or calibrating):
             return batch
         img = batch["img"]
@@ -515,15 +604,21 @@ class Teacher(Method):
         # a non-finite prediction finds nothing (scored 0); a NaN that reaches the loss anyway is the guard's
         scores = scores.masked_fill(~(torch.isfinite(boxes).all(-1, keepdim=True) & torch.isfinite(scores)), 0.0)
         nc = scores.shape[-1]
+        dets = detections(boxes, scores, LO_MIN, self.nms)  # every calibrated tau_lo is >= LO_MIN
         if calibrating:
             gi, gc, gb = _gt_pixels(batch, h, w)
             s = labelled_box_scores(boxes, scores, gi, gc, gb)
-            hist = histogram(s, gc, nc)
+            hist = torch.cat((histogram(s, gc, nc)[None], detection_histograms(dets, gi, gc, gb, nc)))
             self.hist = hist if self.hist is None or self.hist.shape != hist.shape else self.hist + hist.to(self.hist)
         if not mining:
             return batch
         tau_hi, tau_lo = self._thresholds(nc, img.device)
-        mined = self.allowed(split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou), batch)
+        fixed_below = self.calib == "fixed" and self.lo < LO_MIN  # fixed thresholds may go below the NMS floor
+        mined = split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou,
+                            dets=None if fixed_below else dets)  # fmt: skip
+        if self.calib == "recall":
+            mined = demote_invented(mined, dets, batch, (h, w), tau_hi, self.unmatched)
+        mined = self.allowed(mined, batch)
         n = len(img)
         counts = torch.cat((img.new_tensor([len(mined.pos) / n, len(mined.unc) / n]), hidden_counts(mined, batch, n)))
         batch[POS], batch[UNC], batch[COUNTS] = mined.pos, mined.unc, counts
@@ -556,12 +651,12 @@ class Teacher(Method):
         import torch.distributed as dist
 
         nc = len(trainer.data["names"])
-        hist = self.hist if self.hist is not None else torch.zeros(nc, BINS, dtype=torch.long)
+        hist = self.hist if self.hist is not None else torch.zeros(3, nc, BINS, dtype=torch.long)
         self.hist = None
         if dist.is_available() and dist.is_initialized():  # every rank calls this at every epoch end
             hist = hist.to(trainer.device)
             dist.all_reduce(hist)
-        if int(hist.sum()) == 0:
+        if int(hist[0].sum()) == 0:  # no labelled box scored (e.g. a warm-up epoch before the last)
             return
         self.calibrate(hist.cpu())
         names = trainer.data["names"]
@@ -569,14 +664,23 @@ class Teacher(Method):
         LOGGER.info(f"teacher thresholds tau_hi/tau_lo after epoch {trainer.epoch + 1}: {per}")
 
     def calibrate(self, hist: torch.Tensor) -> None:
-        """Set tau_hi and tau_lo (C,) from (C, BINS) labelled-box score counts (see the module doc for the rule)."""
+        """Set tau_hi and tau_lo (C,) from score counts (see the module doc for the rule): (3, C, BINS) labelled-box
+        scores, matched and unmatched detections, or (C, BINS) labelled-box scores alone (no bound on invented boxes).
+        """
+        dets = hist[1:] if hist.dim() == 3 else None
+        hist = hist[0] if hist.dim() == 3 else hist
         nc = hist.shape[0]
         tau_hi, tau_lo = self._thresholds(nc, "cpu")
         pooled = hist.sum(0, keepdim=True)
         few = hist.sum(1) < MIN_BOXES
         use = torch.where(few[:, None], pooled.expand_as(hist), hist)
         enough = ~few | bool(pooled.sum() >= MIN_BOXES)
-        hi = recall_threshold(use, self.recall_hi).float().clamp(*HI_RANGE)
+        hi = recall_threshold(use, self.recall_hi)
+        if dets is not None:  # (C, 2, BINS), pooled for the classes with too few labelled boxes
+            per = dets.permute(1, 0, 2)
+            per = torch.where(few[:, None, None], per.sum(0, keepdim=True).expand_as(per), per)
+            hi = torch.maximum(hi, invented_threshold(per, self.unmatched))
+        hi = hi.float().clamp(*HI_RANGE)
         lo = torch.minimum(recall_threshold(use, self.recall_lo).float().clamp(min=LO_MIN), hi)
         self.tau_hi = torch.where(enough, hi, tau_hi)
         self.tau_lo = torch.where(enough, lo, tau_lo)
