@@ -197,8 +197,10 @@ def test_brl_never_recalibrates_an_asserted_class(net):
     batch = _batch(net.img)
     a = _captured(SimpleNamespace(m=net.m, preds=preds), batch, class_partial=True, brl=True, brl_t=0.99)
     b = _captured(SimpleNamespace(m=net.m, preds=preds), batch, class_partial=True, brl=True, brl_t=0.0)
+    ref = _captured(SimpleNamespace(m=net.m, preds=preds), batch, class_partial=True)  # no BRL at all
     asserted = a.asserted
     assert asserted.any() and torch.equal(a.cls_elem[asserted], b.cls_elem[asserted])
+    assert torch.equal(a.cls_elem[asserted], ref.cls_elem[asserted])  # neither mirrored nor scaled by brl_weight
     assert not torch.equal(a.cls_elem[1], b.cls_elem[1])  # image 1 asserts nothing explicitly: recalibrated
     assert a.stats["brl_recal"] > 0
 
@@ -214,6 +216,17 @@ def test_bpr_never_drops_an_asserted_class(net):
     assert keep.any() and torch.equal(t.cls_elem[keep], ref.cls_elem[keep])
     dropped = ~t.asserted & bg & (t.cls_elem == 0) & (ref.cls_elem > 0)
     assert dropped[1].any()  # image 1 (no explicit lists): its negatives are dropped
+
+
+def test_bpr_counts_no_fully_asserted_anchor(net):
+    """An anchor whose every class is asserted has nothing to drop, so it is no BPR candidate: with image 1 labelled
+    exhaustively for every class, drop_neg_obj=1 drops exactly the other images' candidates."""
+    tiles = [*TILES[:1], (1, (0, 0, 64, 64), [T, T, T], [T, T, T]), *TILES[2:]]
+    t = _captured(net, _batch(net.img, tiles=tiles), class_partial=True, drop_neg_obj=1.0)
+    neg = ~t.a.fg_mask & (t.region_iou("pred") < net.m.args.neg_iou) & t.labelled()  # (B, A) BPR's negatives
+    full = t.asserted.all(-1)
+    assert full[1].all() and neg[1].any()
+    assert t.stats["obj_drop"] == (neg & ~full).sum() < neg.sum()
 
 
 def test_comining_drops_pseudo_boxes_of_asserted_classes():

@@ -67,6 +67,9 @@ class BoxPredictionRebalancing(Method):
         a = t.a
         scores = a.pred_scores.detach().amax(-1).sigmoid() if self.mode == "score" else None
         relax = None if self.partial_empty else t.labelled().expand_as(a.fg_mask)
+        if t.asserted is not None:  # an anchor asserted for every class has nothing to drop: not a candidate
+            some = ~t.asserted.all(-1)
+            relax = some if relax is None else relax & some
         box_drop, obj_drop = self.drop_masks(t.max_iou(), a.fg_mask, scores, t.region_iou(self.region), relax)
         keep = (~obj_drop)[..., None]
         if t.asserted is not None:  # an asserted class's background is known to be right: never dropped

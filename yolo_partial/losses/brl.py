@@ -117,10 +117,10 @@ class BackgroundRecalibration(Method):
         if relax is not None and relax.dim() == 2:
             confusion = confusion & relax
         conf = confusion[..., None]
+        if relax is not None and relax.dim() == 3:  # per class: neither mirrored nor rescaled where not relaxed
+            conf = conf & relax
         p = logits.sigmoid()
         recal = conf & (1.0 - p < self.t)
-        if relax is not None and relax.dim() == 3:
-            recal = recal & relax
         if self.base == "focal":
             loss = sigmoid_focal(logits, targets, self.gamma, self.alpha)
             # -(1 - alpha) (1 - p)^gamma log(p): the positive branch, so the gradient raises p

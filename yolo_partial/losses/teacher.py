@@ -28,8 +28,10 @@ Every training batch (trainer side, `Teacher.preprocess_batch`):
    geometric change, so every label and teacher box stays valid).
 
 In the loss (`TeacherLoss` around the criterion, and `Teacher.apply` inside every PartialDetectionLoss): the positives
-are appended to the GT, so Ultralytics' assigner gives them anchors like any label; with `teacher_soft=True` the
-classification term of their class and their box terms are weighted by the teacher's score. The anchors whose centre
+are appended to the GT, so Ultralytics' assigner gives them anchors like any label; with `teacher_soft=True` their
+classification target is capped at the teacher's score and their box terms are weighted by it (the student learns
+the teacher's confidence and never more, so a pseudo box cannot inflate itself from one batch to the next; the
+confidence-weighted pseudo positives of the Calibrated Teacher family, in the form that suits IoU-aware targets). The anchors whose centre
 lies in an uncertain box of class c leave the background term of class c (`Terms.ignore_background`, the mechanism
 ignore regions share). Terms asserted by class-partial labels are never relaxed: teacher boxes of a class asserted at
 their centre are dropped before the loss (`class_partial.drop_asserted`, as Co-mining does), anchors of `Terms.asserted`
@@ -80,7 +82,9 @@ MAX_BOXES = 300  # teacher boxes per image at most (Ultralytics' max_det)
 ERASE = ((0.7, 0.02, 0.1), (0.5, 0.02, 0.1))  # cutout patches: (probability, min and max share of the image area)
 ERASE_FILL = None  # cutout fill: None = uniform noise per pixel (a flat grey patch would look like mosaic padding)
 JITTER_P, JITTER = 0.8, 0.4  # share of images jittered; brightness/contrast/saturation factors in 1 +- JITTER
-SOFT_TARGET, SOFT_WEIGHT = True, False  # teacher_soft: cap the pseudo positives' targets at the teacher's score
+# teacher_soft: cap the pseudo positives' targets at the teacher's score; SOFT_WEIGHT (their classification loss
+# weighted by the score instead) was the first form, kept for experiments; the two were not measured against each other
+SOFT_TARGET, SOFT_WEIGHT = True, False
 COUNT_KEYS = ("teacher_pos", "teacher_unc")  # per-image counts logged every batch
 HIDDEN_COUNT_KEYS = ("teacher_hit", "teacher_hidden", "teacher_covered")  # with a hidden-box manifest
 
@@ -443,7 +447,8 @@ class Teacher(Method):
         "teacher_recall_lo": unit(0.9, True, True, "teacher: share of labelled boxes the teacher recalls at tau_lo"),
         "teacher_unmatched": at_least(2.0, 0, "teacher: at tau_hi, at most this many teacher boxes matching no label "
                                                "per box matching one (bounds invented boxes; ~ missing / labelled)"),
-        "teacher_soft": flag("teacher: weight pseudo positives by the teacher's score", default=True),
+        "teacher_soft": flag("teacher: pseudo positives' targets capped at (box terms weighted by) the teacher's "
+                             "score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
     }
