@@ -39,6 +39,7 @@ ARMS = ("naive", "class-partial", "complete")
 # --arms only: a reference with as many labelled boxes as the merge (the even-numbered images with complete labels),
 # and class-partial training with the teacher mining the classes each image does not assert (the merge's missing boxes)
 EXTRA_ARMS = ("half-complete", "class-partial+teacher")
+TRAIN_PARTIAL = "partial-train.json"  # the merge's partial.json without its val images (val is the complete set)
 
 
 def make_sources(full_yaml: Path, work: Path) -> list[Path]:
@@ -84,6 +85,12 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
         full_cfg = yaml.safe_load(full.read_text())
         cfg["val"] = str(Path(full_cfg["path"]) / full_cfg["val"])  # every arm validates on the complete labels
         bench.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg = yaml.safe_load(bench.read_text())
+    if cfg["partial"] != TRAIN_PARTIAL:  # the merged val images are not this YAML's: a partial file lists none of them
+        doc = json.loads((merged / cfg["partial"]).read_text())
+        doc["images"] = {k: v for k, v in doc["images"].items() if k.startswith(tuple(f"{t}/" for t in cfg["train"]))}
+        (merged / TRAIN_PARTIAL).write_text(json.dumps(doc, indent=1))
+        bench.write_text(yaml.safe_dump({**cfg, "partial": TRAIN_PARTIAL}, sort_keys=False))
     half = work / "data" / "half-complete.yaml"
     if not half.is_file():
         full_cfg = yaml.safe_load(full.read_text())
@@ -168,7 +175,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict, cmd: str, minutes: float) -> str:
     """The markdown table: per arm mean ± std of val mAP50 / mAP50-95, then the gap closed per seed and overall."""
-    lines = [f"# Class-partial benchmark (shapes, two sources labelling classes 0-2 / 3-5)\n",
+    lines = ["# Class-partial benchmark (shapes, two sources labelling classes 0-2 / 3-5)\n",
              f"Command: `{cmd}`\n", f"Budget: {budget}; seeds {seeds}; wall time {minutes:.1f} min "
              "(finished runs are reused).\n",
              "val mAP on the complete shapes val set (stock Ultralytics validation), percent, mean ± std over seeds.\n",
