@@ -67,9 +67,12 @@ ROWS = {  # name -> method keys
     "comining": {"comining": True},  # the measured default threshold
     "teacher": {"teacher": True},
     "teacher+bpr-obj": {"teacher": True, "drop_neg_obj": 0.75},
+    # teacher ablation (--rows): no uncertain band (tau_lo = tau_hi), and the student on the teacher's own view
+    "teacher-nounc": {"teacher": True, "teacher_recall_lo": 0.5},
+    "teacher-weak": {"teacher": True, "teacher_strong": False},
 }
 ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior", "scb-assigned", "scb-inside",
-            "comining-old", "comining", "bpr-box")
+            "comining-old", "comining", "bpr-box", "teacher-nounc", "teacher-weak")
 # files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")
 
@@ -200,17 +203,26 @@ def paired(results: list[dict]):
         b, f = base.loc[(r.variant, r.seed)], full.loc[r.seed]
         return (r["val mAP50"] - b) / (f - b) if f != b else math.nan
 
+    def delta(r):
+        if r.row == "baseline-full" or (r.variant, r.seed) not in base.index:
+            return math.nan
+        return r["val mAP50"] - base.loc[(r.variant, r.seed)]
+
     df["gap closed"] = df.apply(gap, axis=1)
-    cols = [c for c in ("val mAP50", "val mAP50-95", "hidden recall", "hidden AP50", "gap closed", "train_s") if c in df]
+    df["vs baseline"] = df.apply(delta, axis=1)  # paired mAP50 difference, points: robust where a seed's gap is small
+    cols = [c for c in ("val mAP50", "val mAP50-95", "hidden recall", "hidden AP50", "gap closed", "vs baseline",
+                        "train_s") if c in df]
     agg = df.groupby(["variant", "row"], sort=False)[cols].agg(["mean", "std", "count"])
     return df, agg
 
 
 def markdown(agg, rows: list[str]) -> str:
-    """One line per row, variants side by side: mAP50, gap closed, hidden recall / AP50 as mean ± std (n seeds)."""
-    variants = list(dict.fromkeys(v for v, _ in agg.index))
-    head = "| method | " + " | ".join(f"{v}: mAP50 | {v}: gap closed | {v}: hidden recall / AP50" for v in variants) + " |"
-    lines = [head, "|---|" + "---|" * (3 * len(variants))]
+    """One line per row, variants side by side: mAP50, its paired difference to the baseline, gap closed, hidden
+    recall / AP50, as mean ± std (n seeds)."""
+    variants = [v for v in dict.fromkeys(v for v, _ in agg.index) if v != "full"]
+    head = "| method | " + " | ".join(f"{v}: mAP50 | {v}: vs baseline | {v}: gap closed | {v}: hidden recall / AP50"
+                                     for v in variants) + " |"
+    lines = [head, "|---|" + "---|" * (4 * len(variants))]
 
     def cell(v, r, col, fmt):
         if (v, r) not in agg.index or col not in agg.columns.get_level_values(0):
@@ -218,13 +230,13 @@ def markdown(agg, rows: list[str]) -> str:
         m, s, n = agg.loc[(v, r), (col, "mean")], agg.loc[(v, r), (col, "std")], agg.loc[(v, r), (col, "count")]
         if math.isnan(m):
             return "–"
-        return f"{m:{fmt}} ± {0 if math.isnan(s) else s:{fmt}}" + ("" if n == 3 else f" (n={int(n)})")
+        return f"{m:{fmt}} ± {0 if math.isnan(s) else s:{fmt.lstrip('+')}}" + ("" if n == 3 else f" (n={int(n)})")
 
     for r in rows:
         cells = []
         for v in variants:
             vv = "full" if r == "baseline-full" else v
-            cells += [cell(vv, r, "val mAP50", ".1f"), cell(vv, r, "gap closed", ".2f"),
+            cells += [cell(vv, r, "val mAP50", ".1f"), cell(vv, r, "vs baseline", "+.1f"), cell(vv, r, "gap closed", ".2f"),
                       f"{cell(vv, r, 'hidden recall', '.1f')} / {cell(vv, r, 'hidden AP50', '.1f')}"]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -272,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--report", action="store_true", help="only tabulate the runs saved so far")
     p.add_argument("--main-only", action="store_true", help="only the main table's single rows, rows outer")
+    p.add_argument("--rows", nargs="+", choices=sorted(ROWS), help="with --main-only: these rows, in this order")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="with --main-only")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy_cpu")
     a = p.parse_args(argv)
     from yolo_partial.keys import METHOD_KEYS
@@ -296,21 +310,22 @@ def main(argv: list[str] | None = None) -> None:
     brl, scb = "brl-bce-pred", "scb-assigned"  # the defaults
     singles = ["bpr-obj", brl, scb, "comining", *(["teacher"] if have_teacher else [])]
     main_rows = ["baseline", *singles, *(["teacher+bpr-obj"] if have_teacher else [])]
-    if a.main_only:  # most telling rows first: each finished run compares on both variants
+    if a.main_only and not a.report:  # most telling rows first: each finished run compares on both variants
         for seed in a.seeds:
             get("baseline-full", "full", seed)
-            for row in ("baseline", "teacher", "comining", brl, "teacher+bpr-obj", "bpr-obj", scb):
-                for v in VARIANTS:
+            for row in a.rows or ("baseline", "teacher", "comining", brl, "teacher+bpr-obj", "bpr-obj", scb):
+                for v in a.variants:
                     get(row, v, seed)
-    # 1. ablation: hard, seed 0
-    for row in ("baseline-full", "baseline", *ABLATION) if not a.main_only or a.report else ():
-        get(row, "hard", 0)
-    # 2. main table
-    for seed in a.seeds:
-        get("baseline-full", "full", seed)
-        for v in VARIANTS:
-            for row in main_rows:
-                get(row, v, seed)
+    else:
+        # 1. ablation: hard, seed 0
+        for row in ("baseline-full", "baseline", *ABLATION):
+            get(row, "hard", 0)
+        # 2. main table
+        for seed in a.seeds:
+            get("baseline-full", "full", seed)
+            for v in VARIANTS:
+                for row in main_rows:
+                    get(row, v, seed)
     df, agg = paired([r for r in saved.values()])
     gaps = agg[("gap closed", "mean")].drop(index="baseline", level="row", errors="ignore")
     gaps = gaps[gaps.index.get_level_values("row").isin(singles)].groupby(level="row").mean()

@@ -35,6 +35,39 @@ def copy_subset(src: Path, dst: Path, n_train: int, n_val: int) -> Path:
     return dst / "data.yaml"
 
 
+def train_args(**kw):
+    """model.args for a loss built outside a trainer: Ultralytics' defaults, every method key's default, then kw."""
+    from types import SimpleNamespace
+
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    from yolo_partial.keys import METHOD_DEFAULTS
+
+    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
+
+
+def train_models(heads, nc: int) -> dict:
+    """{model YAML: a freshly initialised (seed 0) DetectionModel in train mode with train_args()} for each head."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    out = {}
+    for yaml in heads:
+        m = DetectionModel(yaml, nc=nc, verbose=False)
+        m.args = train_args()
+        out[yaml] = m.train()
+    return out
+
+
+def criterion(model, **kw):
+    """The partial criterion of `model` with the method keys kw (the rest at their defaults)."""
+    from yolo_partial.losses.criterion import partial_criterion
+
+    model.args = train_args(**kw)
+    return partial_criterion(model)
+
+
 def one_line_error(capsys, *argv) -> str:
     """Run the CLI with argv; expect exit status 2, exactly one line on stderr and no traceback -> that line."""
     from yolo_partial.cli import main

@@ -20,10 +20,10 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import v8DetectionLoss
 
+from conftest import train_args
 from yolo_partial import PartialDetectionTrainer, shapes
 from yolo_partial.errors import PartialConfigError
 from yolo_partial.hidden_labels import MarkedDataset
-from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import CoMiningLoss, PartialDetectionLoss, Terms, add_jittered_view, pseudo_labels
 from yolo_partial.losses.class_partial import ClassPartial, drop_asserted, image_lists
 from yolo_partial.losses.comining import _view
@@ -42,9 +42,6 @@ TILES = [(0, (0, 0, 64, 64), [T, Fa, T], [T, Fa, T]), (1, (0, 0, 64, 64), [T, T,
          (2, (0, 0, 32, 32), [T, Fa, Fa], [T, Fa, Fa]), (2, (32, 0, 64, 32), [Fa, T, T], [Fa, T, T])]
 IGNORE = [(0, (0, 0, 20, 20))]
 
-
-def _args(**kw):
-    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
 
 
 def _xywh(box):
@@ -89,7 +86,7 @@ def _expected():
 def net():
     torch.manual_seed(0)
     m = DetectionModel("yolov8n.yaml", nc=NC, verbose=False)
-    m.args = _args()
+    m.args = train_args()
     m.train()
     img = torch.rand(3, 3, IMGSZ, IMGSZ)
     with torch.no_grad():
@@ -108,7 +105,7 @@ def _terms(loss, preds, batch):
 
 
 def _loss(net, **kw):
-    net.m.args = _args(**kw)
+    net.m.args = train_args(**kw)
     return PartialDetectionLoss(net.m)
 
 
@@ -135,7 +132,7 @@ def test_loss_value_matches_reference(net):
     """The classification term is the stock BCE with the unasserted background elements left out; box terms stock."""
     batch = _batch(net.img)
     l, items = _loss(net, class_partial=True)(net.preds, batch)
-    net.m.args = _args()
+    net.m.args = train_args()
     _, stock = v8DetectionLoss(net.m)(net.preds, _batch(net.img, partial=False))
     a = _loss(net).assign(net.preds, batch)
     known, _, ignored = _expected()
@@ -162,7 +159,7 @@ def test_image_lists_per_point():
 def test_stock_without_partial_information(net):
     """class_partial=True on a batch without markers (the validator's), or with tiles that assert everything and no
     ignore box, is stock exactly; the default keys build no class-partial method."""
-    net.m.args = _args()
+    net.m.args = train_args()
     ref, ref_items = v8DetectionLoss(net.m)(net.preds, _batch(net.img, partial=False))
     assert _loss(net).method("class_partial") is None
     full = [(i, (0, 0, 64, 64), [T, T, T], [Fa, Fa, Fa]) for i in range(3)]
@@ -256,7 +253,7 @@ def test_comining_carries_the_masks_into_each_view(net):
     for k in ("tile_batch_idx", "tile_bboxes", "tile_known", "tile_explicit", "ignore_batch_idx", "ignore_bboxes"):
         assert torch.equal(v1[k], ref[k]), k
     # through the loss: an untrained model mines many boxes at a tiny threshold; none of an asserted class survives
-    net.m.args = _args(class_partial=True, comining=True, cm_score=1e-4)
+    net.m.args = train_args(class_partial=True, comining=True, cm_score=1e-4)
     crit = CoMiningLoss(PartialDetectionLoss(net.m), 1e-4, 0.5, 0.4)
     mined = crit.mine(net.preds, _batch(net.img))
     raw = pseudo_labels(net.preds, crit.decoder, _batch(net.img), 1e-4, 0.5, 0.4)
@@ -273,7 +270,7 @@ def test_objectness_head_ignore_boxes_drop_objectness_terms():
 
     torch.manual_seed(0)
     m = DetectionModel(resolve_model("yolov5n-obj.yaml"), nc=NC, verbose=False)
-    m.args = _args(class_partial=True, imgsz=IMGSZ)
+    m.args = train_args(class_partial=True, imgsz=IMGSZ)
     m.train()
     img = torch.rand(1, 3, IMGSZ, IMGSZ)
     preds = m(img)

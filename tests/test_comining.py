@@ -6,15 +6,13 @@ run on a copy of the dataset where they are ordinary labels.
 """
 
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, criterion, train_args, train_models
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import DEFAULT_CFG_DICT
 
 from yolo_partial import PartialDetectionTrainer, shapes
 from yolo_partial.hidden_labels import HIDDEN_CLS, HiddenBoxesDataset
@@ -44,24 +42,11 @@ EXPECT_FOR_VIEW1 = [[1, 12, 12, 16, 16], [2, 48, 48, 24, 24], [0, 48, 56, 24, 8]
 EXPECT_FOR_VIEW0 = [[1, 12, 52, 16, 16]]
 
 
-def _args(**kw):
-    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
-
 
 @pytest.fixture(scope="module")
 def models():
-    torch.manual_seed(0)
-    out = {}
-    for yaml in HEADS:
-        m = DetectionModel(yaml, nc=NC, verbose=False)
-        m.args = _args()
-        out[yaml] = m.train()
-    return out
+    return train_models(HEADS, NC)
 
-
-def _crit(model, **kw):
-    model.args = _args(**kw)
-    return partial_criterion(model)
 
 
 def _branch_preds(model, spec, n_img=1):
@@ -138,7 +123,7 @@ def _assert_rows(got, expect):
 @pytest.mark.parametrize("head", HEADS)
 def test_handmade_pseudo_labels(models, head):
     """Score threshold, class-wise NMS and same-class GT overlap decide which predictions become pseudo boxes."""
-    crit = _crit(models[head], comining=True)
+    crit = criterion(models[head], comining=True)
     preds = _two_view_preds(models[head], VIEW0, VIEW1)
     half = _half(preds["one2one"] if "one2one" in preds else preds, 0)
     got = pseudo_labels(half, crit.decoder, GT, 0.6, 0.5, 0.4)
@@ -153,9 +138,9 @@ def test_handmade_pseudo_labels(models, head):
 @pytest.mark.parametrize("head", HEADS)
 def test_pseudo_boxes_become_the_other_views_positives(models, head):
     model = models[head]
-    crit = _crit(model, comining=True, cm_score=0.6)  # the handmade scores are laid out around 0.6
+    crit = criterion(model, comining=True, cm_score=0.6)  # the handmade scores are laid out around 0.6
     assert isinstance(crit, CoMiningLoss)
-    base = _crit(model)  # the same criterion without Co-mining
+    base = criterion(model)  # the same criterion without Co-mining
     preds, batch = _two_view_preds(model, VIEW0, VIEW1), _two_view_batch()
     loss, items = crit(preds, batch)
     target0 = _cat(GT, _rows(EXPECT_FOR_VIEW0))  # original view: GT + what the copy found
@@ -177,7 +162,7 @@ def test_pseudo_boxes_become_the_other_views_positives(models, head):
 
 def test_yolo26_uses_the_inference_branch(models):
     """The one-to-many branch's confident decoy box never becomes a pseudo box: YOLO26 infers with one-to-one."""
-    crit = _crit(models["yolo26n.yaml"], comining=True)
+    crit = criterion(models["yolo26n.yaml"], comining=True)
     preds = _half(_two_view_preds(models["yolo26n.yaml"], [], []), 0)  # only the one-to-many decoy is confident
     assert crit.mine(preds, GT)["cls"].numel() == 0
     swapped = {"one2many": preds["one2one"], "one2one": preds["one2many"]}
@@ -187,7 +172,7 @@ def test_yolo26_uses_the_inference_branch(models):
 def test_pseudo_hit_counts_hidden_matches(models):
     """pseudo_hit: pseudo boxes overlapping a hidden box of their image and class at IoU >= 0.5, per image and view."""
     model = models["yolov8n.yaml"]
-    crit = CoMiningLoss(_crit(model), 0.6, 0.5, 0.4, hidden=True)
+    crit = CoMiningLoss(criterion(model), 0.6, 0.5, 0.4, hidden=True)
     hidden = [[1, 4, 4, 20, 20],  # = the class-1 pseudo box for the copy: a hit
               [1, 4, 4, 20, 14],  # IoU 0.62 with that same pseudo box, which still counts once
               [0, 36, 36, 60, 60],  # where the class-2 pseudo box is, other class; IoU 0.33 with the class-0 one
@@ -203,7 +188,7 @@ def test_pseudo_hit_counts_hidden_matches(models):
 def test_no_gradient_through_pseudo_labels(models, head):
     """The loss's gradient equals that of the two branches computed with the mined pseudo boxes given as constants."""
     model = models[head]
-    crit = _crit(model, comining=True, cm_score=0.3)
+    crit = criterion(model, comining=True, cm_score=0.3)
     with torch.no_grad():
         raw = model(torch.rand(2, 3, IMGSZ, IMGSZ))
         for branch in raw.values() if "one2one" in raw else [raw]:
@@ -245,7 +230,7 @@ def test_no_gradient_through_pseudo_labels(models, head):
 def test_same_keys_on_every_batch(models, head, hidden):
     """Pseudo boxes, none surviving, no GT at all, the validator's single-view batch: one key list (DDP needs it)."""
     model = models[head]
-    model.args = _args(comining=True, brl=True, drop_neg_obj=0.5)
+    model.args = train_args(comining=True, brl=True, drop_neg_obj=0.5)
     crit = CoMiningLoss(partial_criterion(model).base, 0.6, 0.5, 0.4, hidden=hidden)
     keys = STOCK_KEYS[head] + ["brl_conf", "brl_recal", "box_drop", "obj_drop", "pseudo_n"] + (["pseudo_hit"] * hidden)
     empty = {"batch_idx": torch.zeros(0), "cls": torch.zeros(0, 1), "bboxes": torch.zeros(0, 4)}
@@ -313,9 +298,9 @@ def test_comining_off_is_stock(models, head):
         preds = model(x)
     batch = {"img": x, "batch_idx": torch.tensor([0.0, 1]), "cls": torch.tensor([[0.0], [2]]),
              "bboxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4]])}  # fmt: skip
-    crit = _crit(model, comining=False, cm_score=0.2, cm_nms=0.9, cm_gt_iou=0.1, nan_patience=3)
+    crit = criterion(model, comining=False, cm_score=0.2, cm_nms=0.9, cm_gt_iou=0.1, nan_patience=3)
     assert not isinstance(crit, CoMiningLoss)
-    model.args = _args()
+    model.args = train_args()
     loss, items = crit(preds, batch)
     s_loss, s_items = model.init_criterion()(preds, batch)
     assert torch.equal(loss, s_loss) and list(items) == list(s_items) == STOCK_KEYS[head]
@@ -452,7 +437,7 @@ def test_other_anchor_free_heads_train_with_comining(yaml):
     """YOLO11 and YOLOv5u: a real two-view forward pass gives a finite loss, gradients and the fixed key set."""
     torch.manual_seed(0)
     model = DetectionModel(yaml.replace("yolov5nu", "yolov5n"), nc=NC, verbose=False).train()
-    crit = _crit(model, comining=True, cm_score=1e-4)  # the untrained model scores ~1e-3: its boxes become pseudo labels
+    crit = criterion(model, comining=True, cm_score=1e-4)  # the untrained model scores ~1e-3: its boxes become pseudo labels
     batch = add_jittered_view({"img": torch.rand(1, 3, IMGSZ, IMGSZ), **{k: v.clone() for k, v in GT.items()},
                                "im_file": ("a.jpg",)})  # fmt: skip
     loss, items = crit(model(batch["img"]), batch)

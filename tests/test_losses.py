@@ -5,7 +5,6 @@ the code under test only supplies the stock assignment (`loss.assign`), which is
 """
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.metrics import bbox_iou
 
-from yolo_partial.keys import METHOD_DEFAULTS
+from conftest import train_args
 from yolo_partial.losses import (
     BackgroundRecalibration,
     BoxPredictionRebalancing,
@@ -35,9 +34,6 @@ GT_IDX = torch.tensor([0.0, 0, 1])
 GT_CLS = torch.tensor([[0.0], [2], [1]])
 GT_XYWH = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
 
-
-def _args(**kw):
-    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
 
 
 def _batch(img, empty=False):
@@ -63,7 +59,7 @@ class Net:
         torch.manual_seed(0)
         self.yaml = yaml
         self.m = DetectionModel(yaml, nc=NC, verbose=False)
-        self.m.args = _args()
+        self.m.args = train_args()
         self.m.train()
         self.e2e = getattr(self.m.model[-1], "one2one_cv2", None) is not None
         self.img = torch.rand(BS, 3, IMGSZ, IMGSZ)
@@ -76,12 +72,12 @@ class Net:
 
     def criterion(self, stock=False, **kw):
         """Full criterion (E2ELoss for YOLO26) built with method keys `kw`."""
-        self.m.args = _args(**kw)
+        self.m.args = train_args(**kw)
         return self.m.init_criterion() if stock else partial_criterion(self.m)
 
     def single(self, stock=False, **kw):
         """One Detect-style loss (no E2E wrapper) built with method keys `kw`."""
-        self.m.args = _args(**kw)
+        self.m.args = train_args(**kw)
         return v8DetectionLoss(self.m) if stock else PartialDetectionLoss(self.m)
 
     def fresh_preds(self):

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, box_iou
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import DEFAULT_CFG_DICT
 
+from conftest import train_args
 from yolo_partial.errors import PartialConfigError
-from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import ObjectnessDetectionLoss, partial_criterion
 from yolo_partial.models import ObjectnessDetect, resolve_model
 
@@ -35,7 +34,7 @@ def fake_model(nc, imgsz, **keys):
     """What the loss reads from a model: the head (nc, anchors, strides) and args."""
     head = ObjectnessDetect(nc=nc, ch=(8, 8, 8))
     head.stride = torch.tensor(STRIDES)
-    args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, "imgsz": imgsz, **keys})
+    args = train_args(imgsz=imgsz, **keys)
     return SimpleNamespace(model=[head], args=args)
 
 
@@ -214,7 +213,7 @@ def test_knobs_off_equals_yolov5_on_a_real_model(nc):
     YOLOv5's."""
     imgsz = 128
     model = DetectionModel(resolve_model("yolov5n-obj.yaml"), nc=nc, verbose=False)
-    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, "imgsz": imgsz})
+    model.args = train_args(imgsz=imgsz)
     crit = partial_criterion(model)
     assert isinstance(crit, ObjectnessDetectionLoss)
     targets = torch.tensor([[0, 0, 0.3, 0.3, 0.2, 0.2], [0, nc - 1, 0.7, 0.6, 0.5, 0.7], [2, 0, 0.1, 0.9, 0.1, 0.15],
@@ -425,7 +424,7 @@ def test_box_and_cls_keys_scale_yolov5_gains_in_proportion():
     from yolo_partial.losses.objectness import GAINS
 
     model = DetectionModel(resolve_model("yolov5n-obj.yaml"), nc=3, verbose=False)
-    model.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, "imgsz": 640})
+    model.args = train_args(imgsz=640)
     stock = ObjectnessDetectionLoss(model).gain
     assert stock == pytest.approx({"box": GAINS["box"], "obj": GAINS["obj"], "cls": GAINS["cls"] * 3 / 80})
     model.args = SimpleNamespace(**{**vars(model.args), "box": 15.0, "cls": 1.0})

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.metrics import box_iou
 from ultralytics.utils.ops import xywh2xyxy
 from ultralytics.utils.torch_utils import ModelEMA
 
+from conftest import criterion, train_args, train_models
 from yolo_partial import PartialDetectionTrainer, shapes
 from yolo_partial.errors import PartialConfigError
 from yolo_partial.keys import METHOD_DEFAULTS, method_args
@@ -56,24 +56,11 @@ def shapes_data(tmp_path_factory):
     return shapes.generate(tmp_path_factory.mktemp("shapes") / "s", n_train=16, n_val=4)
 
 
-def _args(**kw):
-    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **METHOD_DEFAULTS, **kw})
-
 
 @pytest.fixture(scope="module")
 def models():
-    torch.manual_seed(0)
-    out = {}
-    for yaml in HEADS:
-        m = DetectionModel(yaml, nc=NC, verbose=False)
-        m.args = _args()
-        out[yaml] = m.train()
-    return out
+    return train_models(HEADS, NC)
 
-
-def _crit(model, **kw):
-    model.args = _args(**kw)
-    return partial_criterion(model)
 
 
 def _handmade():
@@ -147,8 +134,8 @@ def _expected(plain, preds, mined, soft):
 @pytest.mark.parametrize("soft", [False, True])
 def test_positives_and_uncertain_boxes_in_the_loss(models, soft):
     model = models["yolov8n.yaml"]
-    crit = _crit(model, teacher=True, teacher_soft=soft)
-    plain = _crit(model)
+    crit = criterion(model, teacher=True, teacher_soft=soft)
+    plain = criterion(model)
     assert isinstance(crit, TeacherLoss) and not isinstance(plain, TeacherLoss)
     preds, mined = _student_preds(model), _split()
     if soft:
@@ -175,7 +162,7 @@ def test_asserted_terms_are_never_relaxed(models):
     """Class-partial labels asserting a class everywhere: its uncertain boxes ignore nothing, its pseudo positives
     become background again, so the loss equals the plain loss on the GT alone."""
     model = models["yolov8n.yaml"]
-    crit = _crit(model, teacher=True, teacher_soft=False)
+    crit = criterion(model, teacher=True, teacher_soft=False)
     teacher = crit.methods[0]
     preds, mined = _student_preds(model), _split()
     from yolo_partial.losses.method import Terms
@@ -191,7 +178,7 @@ def test_asserted_terms_are_never_relaxed(models):
         _, items = crit(preds, _teacher_batch(mined))
     finally:
         del teacher.apply
-    plain = _crit(model)
+    plain = criterion(model)
     rows = torch.cat((GT["batch_idx"][:, None], GT["cls"], GT["bboxes"], ), 1)
     merged = torch.cat((rows, mined.pos[:, :6]))
     _, p_items = plain(preds, {"batch_idx": merged[:, 0], "cls": merged[:, 1:2], "bboxes": merged[:, 2:6]})
@@ -212,16 +199,16 @@ def test_batches_without_teacher_boxes_are_stock(models, head):
         preds = model(x)
     batch = {"img": x, "batch_idx": torch.tensor([0.0, 1]), "cls": torch.tensor([[0.0], [2]]),
              "bboxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4]])}  # fmt: skip
-    off = _crit(model, teacher=False, teacher_hi=0.9, teacher_lo=0.1, teacher_soft=False, teacher_warmup=3,
+    off = criterion(model, teacher=False, teacher_hi=0.9, teacher_lo=0.1, teacher_soft=False, teacher_warmup=3,
                 teacher_decay=0.5, teacher_calib="fixed")  # fmt: skip
     assert not isinstance(off, TeacherLoss)
-    model.args = _args()
+    model.args = train_args()
     stock = model.init_criterion()
     s_loss, s_items = stock(preds, batch)
     loss, items = off(preds, batch)
     assert torch.equal(loss, s_loss) and list(items) == list(s_items)
     assert all(torch.equal(items[k], s_items[k]) for k in items)
-    on = _crit(model, teacher=True)
+    on = criterion(model, teacher=True)
     loss, items = on(preds, batch)
     assert torch.equal(loss, s_loss) and list(items) == [*s_items, "teacher_pos", "teacher_unc"]
     assert items["teacher_pos"] == 0 and items["teacher_unc"] == 0
@@ -232,7 +219,7 @@ def test_batches_without_teacher_boxes_are_stock(models, head):
 
 def test_yolo26_loss_with_teacher_boxes_in_both_branches(models):
     model = models["yolo26n.yaml"]
-    crit = _crit(model, teacher=True)
+    crit = criterion(model, teacher=True)
     assert len(crit.methods) == 2  # one2many and one2one both see the teacher's boxes
     loss, items = crit(_student_preds(model), _teacher_batch(_split()))
     assert torch.isfinite(loss).all() and items["teacher_pos"] == 2
@@ -485,6 +472,10 @@ def test_warmup_then_mining(models):
                                            "teacher_calib": "fixed"}))  # fmt: skip
     fixed.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=1))
     assert fixed.hist is None  # fixed thresholds need no calibration pass
+    weak = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 0,
+                                          "teacher_strong": False}))  # fmt: skip
+    out = weak.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=0))
+    assert {POS, UNC, COUNTS} <= set(out) and torch.equal(out["img"], batch["img"])  # mining on the teacher's view
 
 
 def test_no_gradient_reaches_the_teacher(models):
@@ -501,7 +492,7 @@ def test_no_gradient_reaches_the_teacher(models):
                                        "teacher_calib": "fixed"}))  # fmt: skip
     batch = t.preprocess_batch(_random_batch(), trainer)
     assert len(batch[POS]) > 0 and not batch[POS].requires_grad and not batch["img"].requires_grad
-    crit = _crit(model, teacher=True)
+    crit = criterion(model, teacher=True)
     model.zero_grad()
     loss, _ = crit(model(batch["img"]), batch)
     loss.sum().backward()
@@ -565,7 +556,7 @@ def test_refused_combinations_one_line(keys, words, capsys, tmp_path, shapes_dat
 
 def test_objectness_head_refuses_teacher():
     m = DetectionModel(str(__import__("yolo_partial").assets.folder("models") / "yolov5n-obj.yaml"), nc=NC, verbose=False)
-    m.args = _args(teacher=True)
+    m.args = train_args(teacher=True)
     with pytest.raises(PartialConfigError, match="^teacher=True is not supported by the objectness head"):
         partial_criterion(m)
 

@@ -451,6 +451,8 @@ class Teacher(Method):
                              "score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
+        "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch",
+                               default=True),
     }
     OBJECTNESS = False  # the anchor-based head has no decoded per-anchor class scores to mine from
     NAME = "teacher"
@@ -458,10 +460,11 @@ class Teacher(Method):
 
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
-                 gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0):  # fmt: skip
+                 gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
+                 strong: bool = True):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
-        self.partial_empty, self.unmatched = partial_empty, unmatched
+        self.partial_empty, self.unmatched, self.strong = partial_empty, unmatched, strong
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
@@ -495,7 +498,8 @@ class Teacher(Method):
                 f"teacher_recall_hi={k['teacher_recall_hi']} (tau_lo <= tau_hi)")
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
-                   k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"])  # fmt: skip
+                   k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"],
+                   k["teacher_strong"])  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -627,7 +631,8 @@ class Teacher(Method):
         n = len(img)
         counts = torch.cat((img.new_tensor([len(mined.pos) / n, len(mined.unc) / n]), hidden_counts(mined, batch, n)))
         batch[POS], batch[UNC], batch[COUNTS] = mined.pos, mined.unc, counts
-        batch["img"] = strong_view(img)
+        if self.strong:
+            batch["img"] = strong_view(img)
         return batch
 
     def allowed(self, mined: Mined, batch: dict[str, Any]) -> Mined:
