@@ -67,12 +67,12 @@ ROWS = {  # name -> method keys
     "comining": {"comining": True},  # the measured default threshold
     "teacher": {"teacher": True},
     "teacher+bpr-obj": {"teacher": True, "drop_neg_obj": 0.75},
-    # teacher ablation (--rows): no uncertain band (tau_lo = tau_hi), and the student on the teacher's own view
-    "teacher-nounc": {"teacher": True, "teacher_recall_lo": 0.5},
+    # teacher ablation: the student on the teacher's own view; the strong view alone (thresholds of 1 mine nothing)
     "teacher-weak": {"teacher": True, "teacher_strong": False},
+    "teacher-viewonly": {"teacher": True, "teacher_calib": "fixed", "teacher_hi": 1.0, "teacher_lo": 1.0},
 }
 ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior", "scb-assigned", "scb-inside",
-            "comining-old", "comining", "bpr-box", "teacher-nounc", "teacher-weak")
+            "comining-old", "comining", "bpr-box", "teacher-weak", "teacher-viewonly")
 # files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")
 
