@@ -460,7 +460,7 @@ def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
 def test_warmup_then_mining(models):
     model = models["yolov8n.yaml"]
     t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 2,
-                                       "teacher_calib": "recall"}))  # fmt: skip
+                                       "teacher_calib": "recall", "teacher_strong": True}))  # fmt: skip
     batch = _random_batch()
     out = t.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=0))
     assert POS not in out and torch.equal(out["img"], batch["img"]) and t.hist is None  # nothing at all
@@ -472,8 +472,7 @@ def test_warmup_then_mining(models):
                                            "teacher_calib": "fixed"}))  # fmt: skip
     fixed.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=1))
     assert fixed.hist is None  # fixed thresholds need no calibration pass
-    weak = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 0,
-                                          "teacher_strong": False}))  # fmt: skip
+    weak = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_warmup": 0}))  # the default
     out = weak.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=0))
     assert {POS, UNC, COUNTS} <= set(out) and torch.equal(out["img"], batch["img"])  # mining on the teacher's view
 

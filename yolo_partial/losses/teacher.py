@@ -24,8 +24,10 @@ Every training batch (trainer side, `Teacher.preprocess_batch`):
    score >= tau_hi: extra positive; tau_lo <= score < tau_hi: uncertain; below: ordinary background. Positives of a
    class that outnumber `teacher_unmatched` times its label-matching detections at tau_hi in this very batch are
    demoted to uncertain (`demote_invented`: the thresholds' bound on invented boxes, applied at once).
-5. The student's images are replaced by a strong view of them (`strong_view`: photometric jitter and cutout, no
-   geometric change, so every label and teacher box stays valid).
+5. With `teacher_strong=True`, the student's images are replaced by a strong view of them (`strong_view`: photometric
+   jitter and cutout, no geometric change, so every label and teacher box stays valid), as Unbiased Teacher does. It
+   is off by default: on the accuracy benchmark (shapes, hard, 15 epochs from scratch) it cost 4.4 mAP50 points
+   against the same teacher without it, one seed (benchmarks/results/accuracy_cpu/ablation.md).
 
 In the loss (`TeacherLoss` around the criterion, and `Teacher.apply` inside every PartialDetectionLoss): the positives
 are appended to the GT, so Ultralytics' assigner gives them anchors like any label; with `teacher_soft=True` their
@@ -451,8 +453,8 @@ class Teacher(Method):
                              "score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
-        "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch",
-                               default=True),
+        "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch "
+                               "(off by default: it cost 4.4 mAP50 points in the accuracy benchmark's ablation)"),
     }
     OBJECTNESS = False  # the anchor-based head has no decoded per-anchor class scores to mine from
     NAME = "teacher"
@@ -461,7 +463,7 @@ class Teacher(Method):
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
                  gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
-                 strong: bool = True):  # fmt: skip
+                 strong: bool = False):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
         self.partial_empty, self.unmatched, self.strong = partial_empty, unmatched, strong
