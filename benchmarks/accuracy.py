@@ -38,6 +38,7 @@ under the same hash rule: the benchmark continues across sessions from the commi
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -91,6 +92,7 @@ def datasets(work: Path) -> tuple[str, dict[str, str]]:
     return full, parts
 
 
+@functools.lru_cache  # read once per data YAML and process: every run name hashes its data's labels
 def labels_sha1(data_yaml: Path) -> str:
     """Hash of a dataset's train labels and class names, independent of where it lies (so records travel)."""
     from ultralytics.data.utils import img2label_paths
@@ -281,13 +283,16 @@ def plot(agg, rows: list[str], path: Path) -> None:
 def superseded(work: Path, full: str, parts: dict[str, str]) -> str:
     """A table of the recorded runs whose settings hash no longer matches (code or defaults changed since): kept as
     the history of the ablation, never mixed into the tables above."""
-    rows = {}
+    rows, seen = {}, set()
     for folder in (work / "runs", RECORDS):
         for f in sorted(folder.glob("*.json")):
+            if f.stem in seen:  # a run's record lies in both folders
+                continue
+            seen.add(f.stem)
             r = json.loads(f.read_text())
             data = full if r["variant"] == "full" else parts.get(r["variant"])
             if data is None or run_name(r["row"], r["variant"], data, r["seed"])[0] != f.stem:
-                rows.setdefault(f.stem, r)
+                rows[f.stem] = r
     if not rows:
         return ""
     lines = ["", "Runs of earlier code (their settings hash no longer matches the current code or defaults: not in the "
