@@ -73,6 +73,7 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
     """{arm: (data YAML, extra train keys)}; the merge is made on first use, its val pointed at the complete val."""
     import yaml
 
+    from yolo_partial.fileio import write_text_atomic
     from yolo_partial.merge import merge_datasets
     from yolo_partial.shapes import ensure_shapes
 
@@ -89,8 +90,8 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
     if cfg["partial"] != TRAIN_PARTIAL:  # the merged val images are not this YAML's: a partial file lists none of them
         doc = json.loads((merged / cfg["partial"]).read_text())
         doc["images"] = {k: v for k, v in doc["images"].items() if k.startswith(tuple(f"{t}/" for t in cfg["train"]))}
-        (merged / TRAIN_PARTIAL).write_text(json.dumps(doc, indent=1))
-        bench.write_text(yaml.safe_dump({**cfg, "partial": TRAIN_PARTIAL}, sort_keys=False))
+        write_text_atomic(merged / TRAIN_PARTIAL, json.dumps(doc, indent=1))
+        write_text_atomic(bench, yaml.safe_dump({**cfg, "partial": TRAIN_PARTIAL}, sort_keys=False))
     half = work / "data" / "half-complete.yaml"
     if not half.is_file():
         full_cfg = yaml.safe_load(full.read_text())
