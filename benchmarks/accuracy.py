@@ -290,6 +290,8 @@ def superseded(work: Path, full: str, parts: dict[str, str]) -> str:
                 continue
             seen.add(f.stem)
             r = json.loads(f.read_text())
+            if r["settings"].get("epochs") != BUDGET["epochs"]:  # another budget's run: not history of this one
+                continue
             data = full if r["variant"] == "full" else parts.get(r["variant"])
             if data is None or run_name(r["row"], r["variant"], data, r["seed"])[0] != f.stem:
                 rows[f.stem] = r
@@ -311,8 +313,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--main-only", action="store_true", help="only the main table's single rows, rows outer")
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), help="with --main-only: these rows, in this order")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="with --main-only")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy_cpu")
+    p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
+                   help="training budget; other than the default, results and records go to accuracy_cpu_e<N>")
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/accuracy_cpu[_e<N>])")
     a = p.parse_args(argv)
+    global RECORDS  # another budget's records live beside its own tables, never mixed with the default's
+    if a.epochs != BUDGET["epochs"]:
+        BUDGET["epochs"] = a.epochs
+        RECORDS = RECORDS.parents[1] / f"accuracy_cpu_e{a.epochs}" / "records"
+    a.out = a.out or RECORDS.parent
+    budget = f" --epochs {a.epochs}" if RECORDS.parent.name != "accuracy_cpu" else ""
     from yolo_partial.keys import METHOD_KEYS
 
     work = Path(os.environ.get("YOLO_PARTIAL_BENCH", REPO / "runs" / "benchmarks" / "accuracy_cpu")).absolute()
@@ -371,8 +381,8 @@ def main(argv: list[str] | None = None) -> None:
               f"over seeds (n shown when not 3). Wall time of this invocation {(time.time() - t0) / 60:.1f} min "
               f"(saved runs are reused).\n\nDecisive? {decisive(df)}\n\n")
     (a.out / "accuracy.md").write_text(
-        f"# Accuracy benchmark (CPU suite)\n\nCommand: `nohup python benchmarks/accuracy.py &` (resumable); "
-        f"tables: `python benchmarks/accuracy.py --report`.\n\n{header}Main table (variants hard and extreme, seeds "
+        f"# Accuracy benchmark (CPU suite)\n\nCommand: `nohup python benchmarks/accuracy.py{budget} &` (resumable); "
+        f"tables: `python benchmarks/accuracy.py{budget} --report`.\n\n{header}Main table (variants hard and extreme, seeds "
         f"{a.seeds}); BRL = `{brl}` and SCB = `{scb}` (their defaults), Co-mining at the measured threshold, "
         f"combination = {combo or 'not yet run'}:\n\n{markdown(agg, shown)}\n\n![accuracy](accuracy.png)\n")
     (a.out / "ablation.md").write_text(

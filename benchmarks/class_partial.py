@@ -10,8 +10,13 @@ validation on the complete shapes val set:
   class-partial  the merge as it is (the trainer turns the class-partial loss on from partial.json)
   complete       the same images with complete labels
 
-and, with --arms, half-complete (the even images, completely labelled) and class-partial+teacher (the teacher mines
-the classes an image does not assert: the positives the merge lacks).
+and, with --arms, half-complete (the even images, completely labelled), class-partial+teacher (the teacher mines
+the classes an image does not assert: the positives the merge lacks) and class-partial+mined (the tool's own loop
+without a reviewer: `mine` the merge's training images with the class-partial model of the same seed, cut where its
+precision reaches mine's default target, `accept` every candidate unreviewed, and train class-partial again from
+scratch on the result; the merge's missing boxes serve as the hidden manifest that calibrates the cut, standing for
+the small fully checked sample a user calibrates on) and class-partial+reviewed (the same loop with a review: the cut
+at REVIEW_PRECISION, and a perfect reviewer who keeps the candidates that are real and deletes the others).
 
 gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
 Each finished run is saved as runs/<name>.json, so an interrupted benchmark continues where it stopped.
@@ -38,7 +43,8 @@ BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5
 ARMS = ("naive", "class-partial", "complete")
 # --arms only: a reference with as many labelled boxes as the merge (the even-numbered images with complete labels),
 # and class-partial training with the teacher mining the classes each image does not assert (the merge's missing boxes)
-EXTRA_ARMS = ("half-complete", "class-partial+teacher")
+EXTRA_ARMS = ("half-complete", "class-partial+teacher", "class-partial+mined", "class-partial+reviewed")
+REVIEW_PRECISION = 0.5  # the review arm's cut: a reviewer deletes about one candidate per box kept
 TRAIN_PARTIAL = "partial-train.json"  # the merge's partial.json without its val images (val is the complete set)
 
 
@@ -103,6 +109,93 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
     return {"naive": (str(bench), {"class_partial": False}), "class-partial": (str(bench), {}),
             "complete": (str(full), {}), "half-complete": (str(half), {}),
             "class-partial+teacher": (str(bench), {"teacher": True})}
+
+
+def hidden_manifest(work: Path, full: str) -> Path:
+    """bench-hidden.yaml: the merge's bench YAML with a hidden manifest of the boxes the merge lacks (per training
+    image, the complete labels of the classes its source does not label)."""
+    import yaml
+
+    from yolo_partial.fileio import write_text_atomic
+    from yolo_partial.labels import MANIFEST_FORMAT
+
+    merged = work / "data" / "merged"
+    out = merged / "bench-hidden.yaml"
+    if out.is_file():
+        return out
+    full_cfg = yaml.safe_load(Path(full).read_text())
+    full_labels = Path(full_cfg["path"]) / "labels" / "train"
+    removed = []
+    for k, group in enumerate(GROUPS):
+        for im in sorted((merged / f"{k}-source{k}" / "images" / "train").iterdir()):
+            for ln in (full_labels / f"{im.stem}.txt").read_text().splitlines():
+                c, *box = ln.split()
+                if int(c) not in group:
+                    removed.append({"image": f"{k}-source{k}/images/train/{im.name}", "cls": int(c),
+                                    "box": [float(v) for v in box]})
+    write_text_atomic(merged / "hidden-train.json", json.dumps({"format": MANIFEST_FORMAT, "root": ".",
+                                                               "removed": removed}))
+    cfg = yaml.safe_load((merged / "bench.yaml").read_text())
+    write_text_atomic(out, yaml.safe_dump({**cfg, "hidden": "hidden-train.json"}, sort_keys=False))
+    return out
+
+
+def checked_review(xml_in: Path, xml_out: Path, manifest: Path, names: list[str]) -> None:
+    """A perfect reviewer's CVAT review: in score order, a candidate is kept when it overlaps a missing box of its
+    class (manifest) not yet taken with IoU >= 0.5, and deleted otherwise (a duplicate of a kept box too); labels are
+    left alone. Written with ElementTree, as CVAT writes XML."""
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+    from ultralytics.utils.metrics import box_iou
+    import torch
+
+    missing: dict[str, list] = {}
+    for e in json.loads(manifest.read_text())["removed"]:
+        missing.setdefault(e["image"], []).append([e["cls"], *e["box"]])
+    tree = ET.parse(xml_in)
+    for im in tree.getroot().iter("image"):
+        w, h = float(im.get("width")), float(im.get("height"))
+        rows = np.array(missing.get(im.get("name"), []), np.float64).reshape(-1, 5)
+        truth = np.stack([(rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
+                          (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h], 1)
+        free = np.ones(len(rows), bool)
+        attr = lambda b, k: next(a.text for a in b.findall("attribute") if a.get("name") == k)  # noqa: E731
+        cands = [b for b in im.findall("box") if attr(b, "source") == "candidate"]
+        for box in sorted(cands, key=lambda b: -float(attr(b, "score"))):
+            xyxy = torch.tensor([[float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")]])
+            iou = box_iou(xyxy, torch.from_numpy(truth)).numpy()[0]
+            iou[(rows[:, 0] != names.index(box.get("label"))) | ~free] = 0
+            if len(iou) and iou.max() >= 0.5:
+                free[iou.argmax()] = False
+            else:
+                im.remove(box)
+    tree.write(xml_out, encoding="utf-8", xml_declaration=True)
+
+
+def mined_dataset(work: Path, model: Path, full: str, budget: dict, review: bool) -> tuple[str, dict]:
+    """(data YAML, figures of the mined list): the merge with `model`'s calibrated candidates accepted, all of them
+    (review=False, at mine's default precision target) or those a perfect reviewer keeps (at REVIEW_PRECISION)."""
+    import yaml
+
+    from yolo_partial.accept import run_accept
+    from yolo_partial.mine import run_mine
+
+    data = hidden_manifest(work, full)
+    tag = f"{'reviewed' if review else 'mined'}-{model.parents[1].name}"
+    mined, out = work / "data" / tag, work / "data" / f"accepted-{tag}"
+    if not (mined / "mine.json").is_file():
+        run_mine({"model": str(model), "data": str(data), "out": str(mined), "imgsz": budget["imgsz"],
+                  "device": budget["device"], **({"precision": REVIEW_PRECISION} if review else {})})
+    reviewed = mined / "candidates.xml"
+    if review:
+        reviewed = work / "data" / f"{tag}-review.xml"
+        names = list(yaml.safe_load(data.read_text())["names"].values())
+        checked_review(mined / "candidates.xml", reviewed, data.parent / "hidden-train.json", names)
+    if not (out / "data.yaml").is_file():
+        run_accept({"data": str(data), "reviewed": str(reviewed), "mined": str(mined), "out": str(out)})
+    cal = json.loads((mined / "mine.json").read_text())["calibration"]
+    return str(out / "data.yaml"), {f"mined {k}": cal[k] for k in ("threshold", "candidates", "precision", "recall")}
 
 
 def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str) -> dict:
@@ -205,6 +298,14 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
         if g:
             m, sd = mean_std(g)
             lines.append(f"\nGap closed by {arm}: {m:.2f} ± {sd:.2f} ({len(g)} seeds).")
+    for arm, how in (("class-partial+mined", "accepted unreviewed"), ("class-partial+reviewed", "reviewed")):
+        mined = [r for (a, s), r in results.items() if a == arm and s in seeds]
+        if mined:
+            cells = {k: mean_std([100 * r[f"mined {k}"] for r in mined]) for k in ("precision", "recall")}
+            n = mean_std([r["mined candidates"] for r in mined])
+            lines.append(f"\nThe mined lists {how} for {arm} ({len(mined)} seeds): {n[0]:.0f} ± {n[1]:.0f} "
+                         f"candidates, {cells['precision'][0]:.1f} ± {cells['precision'][1]:.1f} % real, finding "
+                         f"{cells['recall'][0]:.1f} ± {cells['recall'][1]:.1f} % of the merge's missing boxes.")
     if any("object score" in r for r in results.values()):
         lines += ["", "How confidently each model finds the val objects (see `score_stats`): mean best same-class "
                   "score per object and recall at conf 0.25, percent, mean ± std over seeds; gap closed as above.", "",
@@ -244,9 +345,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def record(arm: str, seed: int) -> None:
         name = f"{arm}{tag}-s{seed}"
-        data, keys = sets[arm]
+        data, keys = sets[arm] if arm in sets else (None, {})
+        extra = {}
+        if arm in ("class-partial+mined", "class-partial+reviewed"):  # round 2 of this seed's class-partial model
+            if ("class-partial", seed) not in results:
+                record("class-partial", seed)
+            model = work / "runs" / f"class-partial{tag}-s{seed}" / "weights" / "best.pt"
+            data, extra = mined_dataset(work, model, full, budget, review=arm.endswith("reviewed"))
         results[(arm, seed)] = {**run(work, name, data, keys, seed, budget, full),
-                                **score_stats(work, name, full, budget)}
+                                **score_stats(work, name, full, budget), **extra}
         a.out.parent.mkdir(parents=True, exist_ok=True)  # rewritten after every run: partial results are on disk
         a.out.write_text(report(results, a.seeds, budget, cmd.strip(), (time.time() - t0) / 60))
 

@@ -269,6 +269,33 @@ def test_uncalibrated_without_manifest_and_image_zip(setup, mined, truth):
     assert json.loads((again / "mine.json").read_text())["conf"] == 0.25
 
 
+def test_partial_file_keeps_asserted_classes_out_of_the_candidates(setup, truth):
+    """With a `partial:` file, an image's classes named as labelled or negative are never candidates (their unmatched
+    predictions are false alarms); its other classes, and images without `labeled_classes`, are mined as before."""
+    from yolo_partial.partial_labels import ImagePartial, write_partial
+
+    model, data, _, _, tmp = setup
+    files = sorted(truth, key=lambda n: truth[n]["file"])
+    listed = {files[0]: ImagePartial({0, 1}, {2}), files[1]: ImagePartial(None, {5}), files[2]: ImagePartial({4})}
+    names = data.read_text().split("names:\n", 1)[1]
+    write_partial(tmp / "partial.json", {truth[n]["file"]: e for n, e in listed.items()},
+                  [line.split(": ", 1)[1] for line in names.splitlines()])
+    with_partial = tmp / "with_partial.yaml"
+    with_partial.write_text(data.read_text() + f"partial: {tmp / 'partial.json'}\n")
+    out = run_mine({"model": str(model), "data": str(with_partial), "out": str(tmp / "partial_mined"),
+                    "conf": LOW_CONF, "imgsz": IMGSZ, "batch": BATCH})
+    skip = {files[0]: {0, 1, 2}, files[1]: {5}, files[2]: {4}}  # explicit classes; others mined as before
+    checked = 0
+    for name, t in truth.items():
+        cands = t["cands"][t["cands"][:, 5] >= LOW_CONF]
+        want = sorted(int(c) for c in cands[:, 0] if int(c) not in skip.get(name, set()))
+        txt = (out / "candidates" / name).with_suffix(".txt")
+        got = sorted(int(line.split()[0]) for line in txt.read_text().splitlines()) if txt.is_file() else []
+        assert got == want, name
+        checked += name in skip and len(want) < len(cands)
+    assert checked, "the test model should predict some of the asserted classes on the listed images"
+
+
 # ----------------------------------------------------------------------------------------------------- accept
 def _review_keeping(xml_in: Path, xml_out: Path, keep) -> None:
     """Write a 'reviewed' copy of a CVAT XML keeping the candidate boxes for which keep(image, box element) is true,

@@ -294,13 +294,16 @@ def greedy_match(boxes: np.ndarray, truth: np.ndarray, iou: float) -> np.ndarray
 
 
 def mine_image(file: str, name: str, result, labels: np.ndarray, hidden: np.ndarray | None,
-               match_iou: float) -> MinedImage:
+               match_iou: float, asserted: np.ndarray | None = None) -> MinedImage:
     """Split one image's predictions into candidates and matched labels.
 
     Args:
         result: Its Ultralytics Results (boxes after NMS, down to the score floor).
         labels (np.ndarray): (n, 5) [cls, cx, cy, w, h] normalised, from its label file.
         hidden (np.ndarray | None): (h, 5) normalised hidden boxes from the manifest, or None without a manifest.
+        asserted (np.ndarray | None): (nc,) bool, the classes the image's `partial:` entry names as exhaustively
+            boxed or verified absent (ImagePartial.explicit): an unmatched prediction of one of them is a false alarm,
+            never a missing box, so it is no candidate. None: every class may be missing.
     """
     height, width = result.orig_shape
     b = result.boxes
@@ -312,6 +315,8 @@ def mine_image(file: str, name: str, result, labels: np.ndarray, hidden: np.ndar
     overlap = box_iou(pred[:, 1:5], lab[:, 1:5]) >= match_iou  # (m, n)
     same = pred[:, :1] == lab[:, 0]
     cands = pred[~(overlap & same).any(1)]
+    if asserted is not None:
+        cands = cands[~asserted[cands[:, 0].astype(int)]]
     label_score = np.where(overlap & same, pred[:, 5:6], 0.0).max(0, initial=0.0)  # (n,)
     other = np.stack([np.full(len(lab), -1.0), np.zeros(len(lab))], 1)  # (n, 2) [cls, score]
     if len(pred) and len(lab):
@@ -338,13 +343,19 @@ def predict_split(yolo, data: SplitImages, hidden: dict[str, np.ndarray] | None,
                   ) -> list[MinedImage]:
     """Run Ultralytics' predictor over every image of the split (batched, streamed) and mine each -> MinedImage list.
 
-    `hidden` is the manifest's boxes by dir_key (None without a manifest). Images come back in sorted path order.
+    `hidden` is the manifest's boxes by dir_key (None without a manifest). With a `partial:` file, an image mines only
+    the classes its entry does not name as labelled or negative (an image without `labeled_classes`, listed or not,
+    is mined for every class but its negatives, as the loss's random-partial methods relax it). Images come back in
+    sorted path order.
     """
     from ultralytics.utils import TQDM
+
+    from .partial_labels import load_for_data
 
     files = sorted(data.images.images.values())
     kw = {k: opts[k] for k in ("iou", "imgsz", "batch", "max_det", "augment", "device") if opts[k] is not None}
     conf = min(SCORE_FLOOR, opts["conf"] or 1.0)
+    partial = load_for_data(data.yaml_path)
     mined = []
     with tempfile.TemporaryDirectory(prefix="yolo-partial-mine-") as tmp:
         # a .txt source is read lazily in batches; a Python list would be decoded into memory whole
@@ -357,8 +368,10 @@ def predict_split(yolo, data: SplitImages, hidden: dict[str, np.ndarray] | None,
             if result.path != file:  # the loader skips an image it cannot decode, with a warning only
                 raise PartialDataError(f"{file}: unreadable image (the predictor could not decode it)")
             boxes = None if hidden is None else hidden.get(dir_key(file), _EMPTY5)
+            entry = None if partial is None else partial.for_image(file)
+            asserted = None if entry is None else entry.explicit(len(data.names))
             mined.append(mine_image(file, data.name_of[file], result, label_boxes(file, len(data.names)), boxes,
-                                    opts["match_iou"]))
+                                    opts["match_iou"], asserted))
         if (file := next(expected, None)) is not None:
             raise PartialDataError(f"{file}: unreadable image (the predictor could not decode it)")
     return mined

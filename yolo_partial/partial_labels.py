@@ -100,6 +100,14 @@ class ImagePartial:
             mask[sorted(self.labeled | self.negative)] = True
         return mask
 
+    def explicit(self, nc: int) -> np.ndarray:
+        """(nc,) bool: classes the entry names, labelled or verified negative. Without `labeled_classes` the image makes
+        the claim of any YOLO label file (every class boxed), which the random-partial methods exist to doubt, so only
+        its negatives are explicit."""
+        mask = np.zeros(nc, bool)
+        mask[sorted((self.labeled or set()) | self.negative)] = True
+        return mask
+
     def to_json(self) -> dict[str, Any]:
         """The entry as written in the file: only fields that differ from 'fully labelled', classes sorted."""
         entry: dict[str, Any] = {}
