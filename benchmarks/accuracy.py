@@ -306,12 +306,21 @@ def superseded(work: Path, full: str, parts: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def row_arg(row: str) -> str:
+    """A --rows value: a row name, or combo:A+B naming two single rows."""
+    parts = row.split(":", 1)[1].split("+") if row.startswith("combo:") else [row]
+    if not all(r in ROWS for r in parts) or len(parts) not in (1, 2) or (row.startswith("combo:") and len(parts) != 2):
+        raise argparse.ArgumentTypeError(f"{row!r}: expected one of {', '.join(ROWS)} or combo:A+B of two of them")
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--report", action="store_true", help="only tabulate the runs saved so far")
     p.add_argument("--main-only", action="store_true", help="only the main table's single rows, rows outer")
-    p.add_argument("--rows", nargs="+", choices=sorted(ROWS), help="with --main-only: these rows, in this order")
+    p.add_argument("--rows", nargs="+", type=row_arg, metavar="ROW",
+                   help=f"with --main-only: these rows, in this order ({', '.join(ROWS)}, or combo:A+B of two)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="with --main-only")
     p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
                    help="training budget; other than the default, results and records go to accuracy_cpu_e<N>")
