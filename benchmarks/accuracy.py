@@ -309,7 +309,7 @@ def superseded(work: Path, full: str, parts: dict[str, str]) -> str:
 def row_arg(row: str) -> str:
     """A --rows value: a row name, or combo:A+B naming two single rows."""
     parts = row.split(":", 1)[1].split("+") if row.startswith("combo:") else [row]
-    if not all(r in ROWS for r in parts) or len(parts) not in (1, 2) or (row.startswith("combo:") and len(parts) != 2):
+    if row != "baseline-full" and not all(r in ROWS for r in parts) or len(parts) not in (1, 2) or (row.startswith("combo:") and len(parts) != 2):
         raise argparse.ArgumentTypeError(f"{row!r}: expected one of {', '.join(ROWS)} or combo:A+B of two of them")
     return row
 
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", action="store_true", help="only tabulate the runs saved so far")
     p.add_argument("--main-only", action="store_true", help="only the main table's single rows, rows outer")
     p.add_argument("--rows", nargs="+", type=row_arg, metavar="ROW",
-                   help=f"with --main-only: these rows, in this order ({', '.join(ROWS)}, or combo:A+B of two)")
+                   help=f"with --main-only: these rows, in this order (baseline-full, {', '.join(ROWS)}, or combo:A+B of two)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="with --main-only")
     p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
                    help="training budget; other than the default, results and records go to accuracy_cpu_e<N>")
@@ -355,10 +355,11 @@ def main(argv: list[str] | None = None) -> None:
     singles = ["bpr-obj", brl, scb, "comining", *(["teacher"] if have_teacher else [])]
     main_rows = ["baseline", *singles, *(["teacher+bpr-obj"] if have_teacher else [])]
     if a.main_only and not a.report:  # most telling rows first: each finished run compares on both variants
+        # named rows: only those, the complete-label run among them only when named
+        rows = a.rows or ("baseline-full", "baseline", "teacher", "comining", brl, "teacher+bpr-obj", "bpr-obj", scb)
         for seed in a.seeds:
-            get("baseline-full", "full", seed)
-            for row in a.rows or ("baseline", "teacher", "comining", brl, "teacher+bpr-obj", "bpr-obj", scb):
-                for v in a.variants:
+            for row in rows:
+                for v in ("full",) if row == "baseline-full" else a.variants:
                     get(row, v, seed)
     else:
         # 1. ablation: hard, seed 0
