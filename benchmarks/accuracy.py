@@ -307,10 +307,11 @@ def superseded(work: Path, full: str, parts: dict[str, str]) -> str:
 
 
 def row_arg(row: str) -> str:
-    """A --rows value: a row name, or combo:A+B naming two single rows."""
-    parts = row.split(":", 1)[1].split("+") if row.startswith("combo:") else [row]
-    if row != "baseline-full" and not all(r in ROWS for r in parts) or len(parts) not in (1, 2) or (row.startswith("combo:") and len(parts) != 2):
-        raise argparse.ArgumentTypeError(f"{row!r}: expected one of {', '.join(ROWS)} or combo:A+B of two of them")
+    """A --rows value: baseline-full, a row name, or combo:A+B naming two single rows."""
+    parts = row.split(":", 1)[1].split("+") if row.startswith("combo:") else None
+    if not (row == "baseline-full" or row in ROWS or (parts and len(parts) == 2 and all(r in ROWS for r in parts))):
+        raise argparse.ArgumentTypeError(f"{row!r}: expected baseline-full, one of {', '.join(ROWS)} or combo:A+B "
+                                         "of two of them")
     return row
 
 
@@ -320,18 +321,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", action="store_true", help="only tabulate the runs saved so far")
     p.add_argument("--main-only", action="store_true", help="only the main table's single rows, rows outer")
     p.add_argument("--rows", nargs="+", type=row_arg, metavar="ROW",
-                   help=f"with --main-only: these rows, in this order (baseline-full, {', '.join(ROWS)}, or combo:A+B of two)")
+                   help="with --main-only: these rows, in this order (baseline-full, a row or combo:A+B)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="with --main-only")
     p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
                    help="training budget; other than the default, results and records go to accuracy_cpu_e<N>")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/accuracy_cpu[_e<N>])")
     a = p.parse_args(argv)
     global RECORDS  # another budget's records live beside its own tables, never mixed with the default's
-    if a.epochs != BUDGET["epochs"]:
+    budget = f" --epochs {a.epochs}" if a.epochs != BUDGET["epochs"] else ""  # as the tables' commands say it
+    if budget:
         BUDGET["epochs"] = a.epochs
         RECORDS = RECORDS.parents[1] / f"accuracy_cpu_e{a.epochs}" / "records"
     a.out = a.out or RECORDS.parent
-    budget = f" --epochs {a.epochs}" if RECORDS.parent.name != "accuracy_cpu" else ""
     from yolo_partial.keys import METHOD_KEYS
 
     work = Path(os.environ.get("YOLO_PARTIAL_BENCH", REPO / "runs" / "benchmarks" / "accuracy_cpu")).absolute()
@@ -392,8 +393,8 @@ def main(argv: list[str] | None = None) -> None:
               f"(saved runs are reused).\n\nDecisive? {decisive(df)}\n\n")
     (a.out / "accuracy.md").write_text(
         f"# Accuracy benchmark (CPU suite)\n\nCommand: `nohup python benchmarks/accuracy.py{budget} &` (resumable); "
-        f"tables: `python benchmarks/accuracy.py{budget} --report`.\n\n{header}Main table (variants hard and extreme, seeds "
-        f"{a.seeds}); BRL = `{brl}` and SCB = `{scb}` (their defaults), Co-mining at the measured threshold, "
+        f"tables: `python benchmarks/accuracy.py{budget} --report`.\n\n{header}Main table (variants hard and extreme, "
+        f"seeds {a.seeds}); BRL = `{brl}` and SCB = `{scb}` (their defaults), Co-mining at the measured threshold, "
         f"combination = {combo or 'not yet run'}:\n\n{markdown(agg, shown)}\n\n![accuracy](accuracy.png)\n")
     (a.out / "ablation.md").write_text(
         f"# Ablation (variant hard, seed 0)\n\n{header}"

@@ -141,34 +141,28 @@ def hidden_manifest(work: Path, full: str) -> Path:
 
 
 def checked_review(xml_in: Path, xml_out: Path, manifest: Path, names: list[str]) -> None:
-    """A perfect reviewer's CVAT review: in score order, a candidate is kept when it overlaps a missing box of its
-    class (manifest) not yet taken with IoU >= 0.5, and deleted otherwise (a duplicate of a kept box too); labels are
-    left alone. Written with ElementTree, as CVAT writes XML."""
+    """A perfect reviewer's CVAT review: a candidate is kept when it takes a missing box (manifest) under mine's own
+    matching (`greedy_match`: score order, same class, IoU >= 0.5, each missing box once) and deleted otherwise;
+    labels are left alone. Written with ElementTree, as CVAT writes XML."""
     import xml.etree.ElementTree as ET
 
     import numpy as np
-    from ultralytics.utils.metrics import box_iou
-    import torch
+
+    from yolo_partial.mine import greedy_match, yolo_to_xyxy
 
     missing: dict[str, list] = {}
     for e in json.loads(manifest.read_text())["removed"]:
         missing.setdefault(e["image"], []).append([e["cls"], *e["box"]])
+    attr = lambda b, k: next(a.text for a in b.findall("attribute") if a.get("name") == k)  # noqa: E731
     tree = ET.parse(xml_in)
     for im in tree.getroot().iter("image"):
-        w, h = float(im.get("width")), float(im.get("height"))
-        rows = np.array(missing.get(im.get("name"), []), np.float64).reshape(-1, 5)
-        truth = np.stack([(rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
-                          (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h], 1)
-        free = np.ones(len(rows), bool)
-        attr = lambda b, k: next(a.text for a in b.findall("attribute") if a.get("name") == k)  # noqa: E731
-        cands = [b for b in im.findall("box") if attr(b, "source") == "candidate"]
-        for box in sorted(cands, key=lambda b: -float(attr(b, "score"))):
-            xyxy = torch.tensor([[float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")]])
-            iou = box_iou(xyxy, torch.from_numpy(truth)).numpy()[0]
-            iou[(rows[:, 0] != names.index(box.get("label"))) | ~free] = 0
-            if len(iou) and iou.max() >= 0.5:
-                free[iou.argmax()] = False
-            else:
+        truth = yolo_to_xyxy(np.array(missing.get(im.get("name"), [])), float(im.get("width")), float(im.get("height")))
+        cands = sorted((b for b in im.findall("box") if attr(b, "source") == "candidate"),
+                       key=lambda b: -float(attr(b, "score")))
+        boxes = np.array([[names.index(b.get("label")), *(float(b.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))]
+                          for b in cands]).reshape(-1, 5)
+        for box, took in zip(cands, greedy_match(boxes, truth, 0.5)):
+            if took < 0:
                 im.remove(box)
     tree.write(xml_out, encoding="utf-8", xml_declaration=True)
 

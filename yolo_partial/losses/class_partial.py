@@ -71,8 +71,7 @@ class ListsTable:
             k, e = np.ones(nc, bool), np.zeros(nc, bool)
             if p is not None:
                 self.listed += 1
-                k = p.asserted(nc) if p.labeled is not None else k
-                e = p.explicit(nc)
+                k, e = p.asserted(nc), p.explicit(nc)
                 if len(p.ignore):
                     self.ignore_of[f] = p.ignore
             if single_cls:  # one class stands for all: asserted only where every class is
