@@ -26,8 +26,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("YOLO_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 TAUS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -45,7 +43,6 @@ def curve(model: str, data: str, imgsz: int, nms: float = 0.5, gt_iou: float = 0
     manifest = load_manifest(find_manifest(data))
     files = sorted(manifest.boxes)
     yolo = YOLO(model)
-    rows = []  # per pseudo box: score, hit; per image count of hidden
     n_hidden, per_image = 0, []
     for im_file, r in zip(files, yolo.predict(files, stream=True, conf=min(TAUS), iou=nms, imgsz=imgsz, verbose=False,
                                               max_det=300)):

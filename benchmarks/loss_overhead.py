@@ -13,6 +13,13 @@ step: the EMA's no-grad forward on the batch, the calibration scores of the labe
 the strong view, then the student's step (target <= 1.4 time, <= 1.3 memory, issue #15); "teacher 300 boxes" (fixed
 thresholds near 0, for information) gives every image up to 300 teacher boxes.
 
+The loss policies (BPR, BRL, SCB) change nothing but the loss, whose forward and backward are a few percent of the
+step, so their whole-step ratios drown in the step's run-to-run noise on a shared CPU (about +-10 %). For them the
+benchmark also times the loss alone (`--loss-repeats`, default 40, interleaved): its forward and its backward to the
+head's outputs, on outputs computed once (leaf copies), which is everything that differs between such settings. The
+"step ratio from loss" column is then (stock step - stock loss + setting's loss) / stock step, and their target is
+<= 1.03 on it (issue #14); the whole-step ratio is printed beside it.
+
     python benchmarks/loss_overhead.py [--imgsz 320] [--batch 8] [--repeats 8] [--device cpu]
 """
 
@@ -57,6 +64,8 @@ SETTINGS = {
     "teacher 300 boxes": {"teacher": True, "teacher_calib": "fixed", "teacher_hi": 2e-4, "teacher_lo": 1e-4},
 }
 TARGET = (1.10, 1.10)  # time, memory
+LOSS_TARGET = 1.03  # step ratio from the loss alone, for settings that change only the loss (issue #14)
+STEP_ONLY = ("comining", "teacher")  # settings with costs outside the loss (a second view, the teacher's forward)
 TARGETS = {"comining": (2.3, 2.2), "comining 300 pseudo": None,  # None: reported for information
            "teacher": (1.4, 1.3), "teacher 300 boxes": None}
 
@@ -125,6 +134,30 @@ def step(model, criterion, batch, hook=None) -> None:
     loss.sum().backward()
 
 
+def leaf_copies(x):
+    """Detached copies of a head's training outputs (tensors in dicts, lists, tuples) that require grad."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone().requires_grad_(x.is_floating_point())
+    if isinstance(x, dict):
+        return {k: leaf_copies(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(leaf_copies(v) for v in x)
+    return x
+
+
+def loss_step(criterion, preds, batch) -> None:
+    """The loss's own forward and its backward to the head's outputs (`preds`: leaf copies)."""
+    for t in (v for v in (preds.values() if isinstance(preds, dict) else preds) if isinstance(v, torch.Tensor)):
+        t.grad = None
+    loss, _ = criterion(preds, batch)
+    loss.sum().backward()
+
+
+def loss_only(name: str) -> bool:
+    """Whether a setting differs from stock in its loss alone (its step ratio can be derived from the loss's time)."""
+    return not any(name.startswith(p) for p in STEP_ONLY)
+
+
 def teacher_hook(setting: dict | None, model: DetectionModel, dev: torch.device):
     """(Teacher method, stand-in trainer) for a teacher setting (mining from the first step), else None."""
     if not (setting or {}).get("teacher"):
@@ -149,6 +182,7 @@ def main():
     ap.add_argument("--objects", type=int, default=8, help="GT boxes per image")
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--loss-repeats", type=int, default=40, help="repeats of the loss-alone timing (0: skip it)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of: " + ", ".join(SETTINGS))
     opt = ap.parse_args()
@@ -174,21 +208,46 @@ def main():
                 times[n].append(dt)
                 mems[n].append(mem.delta)
 
+    loss_t = {n: [] for n in names if loss_only(n)}
+    if opt.loss_repeats and loss_t:
+        with torch.no_grad():
+            raw = model(batch["img"])
+        preds = leaf_copies(raw)
+        for r in range(opt.warmup + opt.loss_repeats):
+            for n in loss_t:
+                t0 = time.perf_counter()
+                loss_step(crits[n], preds, batch)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                if r >= opt.warmup:
+                    loss_t[n].append(time.perf_counter() - t0)
+
     t_ref, m_ref = statistics.median(times[names[0]]), statistics.median(mems[names[0]])
+    l_ref = statistics.median(loss_t[names[0]]) if loss_t.get(names[0]) else None
     print(f"\n{opt.model} imgsz={opt.imgsz} batch={opt.batch} objects/img={opt.objects} device={opt.device} "
-          f"torch threads={torch.get_num_threads()} repeats={opt.repeats} (medians; ratios vs '{names[0]}')")  # fmt: skip
-    print("| setting | step ms | time ratio | peak MiB | memory ratio | target (time, memory) | within |")
-    print("|---|---:|---:|---:|---:|---:|:---:|")
+          f"torch threads={torch.get_num_threads()} repeats={opt.repeats} loss repeats={opt.loss_repeats} "
+          f"(medians; ratios vs '{names[0]}')")  # fmt: skip
+    print("| setting | step ms | time ratio | loss ms | step ratio from loss | peak MiB | memory ratio "
+          "| target (time, memory) | within |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|:---:|")
     misses = []
     for n in names:
         t, m = statistics.median(times[n]), statistics.median(mems[n])
         rt, rm = t / t_ref, m / m_ref
         target = TARGETS.get(n, TARGET)
-        ok = target is None or (rt <= target[0] and rm <= target[1])
+        if l_ref is not None and n in loss_t and target is not None:  # the loss's own cost decides, to 1.03
+            lt = statistics.median(loss_t[n])
+            rl = (t_ref - l_ref + lt) / t_ref
+            shown_l = f"{lt * 1e3:.1f} | {rl:.3f}"
+            ok = rl <= LOSS_TARGET and rm <= target[1]
+            shown = f"{LOSS_TARGET:.2f} (from loss), {target[1]:.2f}"
+        else:
+            shown_l = "- | -"
+            ok = target is None or (rt <= target[0] and rm <= target[1])
+            shown = "-" if target is None else f"{target[0]:.2f}, {target[1]:.2f}"
         misses += [] if ok else [n]
-        shown = "-" if target is None else f"{target[0]:.2f}, {target[1]:.2f}"
         within = "n/a" if target is None else "yes" if ok else "NO"
-        print(f"| {n} | {t * 1e3:.0f} | {rt:.3f} | {m / 2**20:.0f} | {rm:.3f} | {shown} | {within} |")
+        print(f"| {n} | {t * 1e3:.0f} | {rt:.3f} | {shown_l} | {m / 2**20:.0f} | {rm:.3f} | {shown} | {within} |")
     print(f"\nsettings over target: {', '.join(misses) or 'none'}")
 
 
