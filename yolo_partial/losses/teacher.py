@@ -20,7 +20,10 @@ Every training batch (trainer side, `Teacher.preprocess_batch`):
    of the teacher's detections (class-wise NMS, score >= `LO_MIN`), split into those matching a labelled box of their
    class (IoU >= `CAL_IOU`) and the others.
 4. Mining (from epoch `teacher_warmup` on): class-wise NMS at `teacher_nms`; boxes overlapping a GT of their class
-   with IoU > `teacher_gt_iou` are skipped (that object is labelled); the rest split by their class's thresholds:
+   with IoU > `teacher_gt_iou` are skipped (that object is labelled) and, with `teacher_one_class=True`, boxes
+   overlapping a GT of any class (a labelled object's class is known: another class's box on it is a confusion, the
+   teacher's commonest invented box) and the weaker of two boxes of different classes on one object (class-agnostic
+   NMS at `teacher_nms` among the remaining boxes); the rest split by their class's thresholds:
    score >= tau_hi: extra positive; tau_lo <= score < tau_hi: uncertain; below: ordinary background. Positives of a
    class that outnumber `teacher_unmatched` times its label-matching detections at tau_hi in this very batch are
    demoted to uncertain (`demote_invented`: the thresholds' bound on invented boxes, applied at once).
@@ -60,6 +63,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from ultralytics.utils import LOGGER
 from ultralytics.utils.loss import E2ELoss
 from ultralytics.utils.metrics import box_iou
@@ -283,9 +287,11 @@ class Mined:
 @torch.no_grad()
 def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any], hw: tuple[int, int],
                 tau_hi: torch.Tensor, tau_lo: torch.Tensor, nms: float, gt_iou: float,
-                dets: list[torch.Tensor] | None = None) -> Mined:
+                dets: list[torch.Tensor] | None = None, one_class: bool = False) -> Mined:
     """Class-wise NMS of the teacher's predictions, skip those overlapping a same-class GT above `gt_iou`, split the
     rest by their class's thresholds into positives (score >= tau_hi) and uncertain boxes (tau_lo <= score < tau_hi).
+    With `one_class`, one object has one class: boxes overlapping a GT of any class above `gt_iou` are skipped, and of
+    the remaining boxes overlapping each other above `nms` only the best-scored one, whatever its class, is kept.
 
     Args:
         boxes (torch.Tensor): (B, A, 4) xyxy pixel boxes; scores (B, A, C) class probabilities.
@@ -305,9 +311,12 @@ def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any]
         keep = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]) & (conf >= tau_lo.to(conf)[c])
         mine = gi == b
         if mine.any() and len(box):
-            same = c[:, None] == gc[mine][None]
-            keep &= ~((box_iou(box, gb[mine]) > gt_iou) & same).any(1)
+            over = box_iou(box, gb[mine]) > gt_iou
+            keep &= ~(over if one_class else over & (c[:, None] == gc[mine][None])).any(1)
         box, conf, c = box[keep], conf[keep], c[keep]
+        if one_class and len(box) > 1:
+            best = torchvision.ops.nms(box, conf, nms)  # class-agnostic: best-scored class per object, sorted by score
+            box, conf, c = box[best], conf[best], c[best]
         rows.append(torch.cat((torch.full_like(conf[:, None], b), c[:, None].float(), xyxy2xywh(box) / scale,
                                conf[:, None]), 1))  # fmt: skip
     rows = torch.cat(rows) if rows else boxes.new_zeros(0, 7)
@@ -432,6 +441,8 @@ class Teacher(Method):
         soft (bool): Weight pseudo positives by the teacher's score (else they count as labels).
         nms (float): Class-wise NMS IoU on the teacher's boxes.
         gt_iou (float): Skip teacher boxes overlapping a same-class GT above this IoU.
+        one_class (bool): One class per object: skip teacher boxes overlapping a GT of any class, and keep the best
+            class of overlapping teacher boxes (class-agnostic NMS).
         partial_empty (bool): Mine on images without any label too (default: they are verified background).
         unmatched (float): At tau_hi, at most this many detections matching no label per detection matching one.
     """
@@ -453,6 +464,8 @@ class Teacher(Method):
                              "score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
+        "teacher_one_class": flag("teacher: one class per object: skip teacher boxes on a GT of any class, and keep "
+                                  "the best class among overlapping teacher boxes"),
         "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch "
                                "(off by default: it cost 4.4 mAP50 points in the accuracy benchmark's ablation)"),
     }
@@ -463,10 +476,10 @@ class Teacher(Method):
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
                  gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
-                 strong: bool = False):  # fmt: skip
+                 strong: bool = False, one_class: bool = False):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
-        self.partial_empty, self.unmatched, self.strong = partial_empty, unmatched, strong
+        self.partial_empty, self.unmatched, self.strong, self.one_class = partial_empty, unmatched, strong, one_class
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
@@ -501,7 +514,7 @@ class Teacher(Method):
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
                    k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"],
-                   k["teacher_strong"])  # fmt: skip
+                   k["teacher_strong"], k["teacher_one_class"])  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -626,7 +639,7 @@ class Teacher(Method):
         tau_hi, tau_lo = self._thresholds(nc, img.device)
         fixed_below = self.calib == "fixed" and self.lo < LO_MIN  # fixed thresholds may go below the NMS floor
         mined = split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou,
-                            dets=None if fixed_below else dets)  # fmt: skip
+                            dets=None if fixed_below else dets, one_class=self.one_class)  # fmt: skip
         if self.calib == "recall":
             mined = demote_invented(mined, dets, batch, (h, w), tau_hi, self.unmatched)
         mined = self.allowed(mined, batch)
