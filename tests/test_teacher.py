@@ -94,22 +94,30 @@ def test_three_way_split_of_handmade_teacher_boxes():
     assert per_class.pos[:, 1].tolist() == [2] and sorted(per_class.unc[:, 1].tolist()) == [1, 2]
 
 
-def test_one_class_skips_boxes_on_a_labelled_object_of_any_class_and_keeps_the_best_class_per_object():
-    """teacher_one_class: the class-2 box on the class-0 GT is skipped; of two boxes of different classes on one
-    unlabelled object (IoU 0.81 > nms 0.5) only the better-scored one stays, whichever band it is in."""
-    mined = _split(one_class=True)
-    torch.testing.assert_close(mined.pos, torch.tensor([[0, 1, *_xywh(4, 4, 20, 20), 0.9]]), rtol=0, atol=1e-6)
-    assert mined.unc[:, 1].tolist() == [2]
-    boxes = torch.tensor([[[4, 4, 24, 24], [4, 4, 22, 22], [40, 4, 60, 24], [42, 6, 60, 24]]], dtype=torch.float)
-    scores = torch.zeros(1, 4, NC)
-    scores[0, 0, 1], scores[0, 1, 2], scores[0, 2, 0], scores[0, 3, 1] = 0.6, 0.7, 0.3, 0.25
+def test_class_rules_one_class_per_object_and_undecided_objects():
+    """teacher_classes: with `one`/`sure` the class-2 box on the class-0 GT is skipped; of two boxes of different
+    classes on one unlabelled object (IoU 0.81 > nms 0.5) `one` keeps the better-scored one, whichever band it is in,
+    and `sure` keeps both as uncertain (the teacher has not decided that object's class)."""
+    for classes in ("one", "sure"):
+        mined = _split(classes=classes)
+        torch.testing.assert_close(mined.pos, torch.tensor([[0, 1, *_xywh(4, 4, 20, 20), 0.9]]), rtol=0, atol=1e-6)
+        assert mined.unc[:, 1].tolist() == [2]
+    boxes = torch.tensor([[[4, 4, 24, 24], [4, 4, 22, 22], [40, 4, 60, 24], [42, 6, 60, 24], [4, 40, 20, 56]]],
+                         dtype=torch.float)  # fmt: skip
+    scores = torch.zeros(1, 5, NC)
+    scores[0, 0, 1], scores[0, 1, 2], scores[0, 2, 0], scores[0, 3, 1], scores[0, 4, 0] = 0.6, 0.7, 0.3, 0.25, 0.8
     gt = {"batch_idx": torch.zeros(0), "cls": torch.zeros(0, 1), "bboxes": torch.zeros(0, 4)}
     kw = dict(tau_hi=torch.full((NC,), 0.5), tau_lo=torch.full((NC,), 0.2), nms=0.5, gt_iou=0.4)
+    lone = [0, 0, *_xywh(4, 40, 20, 56), 0.8]  # alone on its object: a positive under every rule
     both = split_boxes(boxes, scores, gt, (IMGSZ, IMGSZ), **kw)
-    assert sorted(both.pos[:, 1].tolist()) == [1, 2] and sorted(both.unc[:, 1].tolist()) == [0, 1]  # class-wise NMS
-    one = split_boxes(boxes, scores, gt, (IMGSZ, IMGSZ), **kw, one_class=True)
-    torch.testing.assert_close(one.pos, torch.tensor([[0, 2, *_xywh(4, 4, 22, 22), 0.7]]), rtol=0, atol=1e-6)
+    assert sorted(both.pos[:, 1].tolist()) == [0, 1, 2] and sorted(both.unc[:, 1].tolist()) == [0, 1]
+    one = split_boxes(boxes, scores, gt, (IMGSZ, IMGSZ), **kw, classes="one")
+    torch.testing.assert_close(one.pos, torch.tensor([lone, [0, 2, *_xywh(4, 4, 22, 22), 0.7]]), rtol=0, atol=1e-6)
     torch.testing.assert_close(one.unc, torch.tensor([[0, 0, *_xywh(40, 4, 60, 24), 0.3]]), rtol=0, atol=1e-6)
+    sure = split_boxes(boxes, scores, gt, (IMGSZ, IMGSZ), **kw, classes="sure")
+    torch.testing.assert_close(sure.pos, torch.tensor([lone]), rtol=0, atol=1e-6)
+    unc = sorted((int(c), round(v, 4)) for c, v in sure.unc[:, [1, 6]].tolist())
+    assert unc == [(0, 0.3), (1, 0.25), (1, 0.6), (2, 0.7)]
 
 
 def _student_preds(model, n=1):

@@ -20,10 +20,13 @@ Every training batch (trainer side, `Teacher.preprocess_batch`):
    of the teacher's detections (class-wise NMS, score >= `LO_MIN`), split into those matching a labelled box of their
    class (IoU >= `CAL_IOU`) and the others.
 4. Mining (from epoch `teacher_warmup` on): class-wise NMS at `teacher_nms`; boxes overlapping a GT of their class
-   with IoU > `teacher_gt_iou` are skipped (that object is labelled) and, with `teacher_one_class=True`, boxes
-   overlapping a GT of any class (a labelled object's class is known: another class's box on it is a confusion, the
-   teacher's commonest invented box) and the weaker of two boxes of different classes on one object (class-agnostic
-   NMS at `teacher_nms` among the remaining boxes); the rest split by their class's thresholds:
+   with IoU > `teacher_gt_iou` are skipped (that object is labelled). `teacher_classes` says what the teacher may
+   assume of an object's class: `any` nothing; `one` one class per object, so boxes on a GT of any class are skipped
+   too (a labelled object's class is known: another class's box on it is a confusion, the teacher's commonest
+   invented box) and of boxes of different classes on one object (IoU > `teacher_nms`) only the best is kept; `sure`
+   as `one`, but an object on which two classes reach tau_lo gets no positive (all its boxes are uncertain: the teacher
+   has not decided its class, and a wrong-class pseudo label teaches the confusion it came from). The rest split by
+   their class's thresholds:
    score >= tau_hi: extra positive; tau_lo <= score < tau_hi: uncertain; below: ordinary background. Positives of a
    class that outnumber `teacher_unmatched` times its label-matching detections at tau_hi in this very batch are
    demoted to uncertain (`demote_invented`: the thresholds' bound on invented boxes, applied at once).
@@ -287,11 +290,15 @@ class Mined:
 @torch.no_grad()
 def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any], hw: tuple[int, int],
                 tau_hi: torch.Tensor, tau_lo: torch.Tensor, nms: float, gt_iou: float,
-                dets: list[torch.Tensor] | None = None, one_class: bool = False) -> Mined:
+                dets: list[torch.Tensor] | None = None, classes: str = "any") -> Mined:
     """Class-wise NMS of the teacher's predictions, skip those overlapping a same-class GT above `gt_iou`, split the
     rest by their class's thresholds into positives (score >= tau_hi) and uncertain boxes (tau_lo <= score < tau_hi).
-    With `one_class`, one object has one class: boxes overlapping a GT of any class above `gt_iou` are skipped, and of
-    the remaining boxes overlapping each other above `nms` only the best-scored one, whatever its class, is kept.
+
+    `classes` says what the teacher may assume of an object's class. `any`: nothing (each class on its own). `one`: an
+    object has one class, so boxes overlapping a GT of any class above `gt_iou` are skipped (the labelled object's
+    class is known) and of boxes of different classes overlapping above `nms` only the best-scored one is kept. `sure`:
+    as `one`, but where two classes both reach tau_lo on one object the teacher has not decided its class, so no
+    positive is made there: every such box is uncertain (out of its class's background term, taught as nothing).
 
     Args:
         boxes (torch.Tensor): (B, A, 4) xyxy pixel boxes; scores (B, A, C) class probabilities.
@@ -305,22 +312,32 @@ def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any]
         dets = detections(boxes, scores, float(tau_lo.min().clamp(min=1e-3)), nms)
     gi, gc, gb = _gt_pixels(batch, h, w)
     scale = boxes.new_tensor([w, h, w, h])
-    rows = []
+    rows, allowed = [], []  # allowed: (n,) per image, whether a box may become a positive
     for b, det in enumerate(dets):
         box, conf, c = clip_boxes(det[:, :4], (h, w)), det[:, 4], det[:, 5].long()
         keep = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1]) & (conf >= tau_lo.to(conf)[c])
         mine = gi == b
         if mine.any() and len(box):
             over = box_iou(box, gb[mine]) > gt_iou
-            keep &= ~(over if one_class else over & (c[:, None] == gc[mine][None])).any(1)
+            keep &= ~(over if classes != "any" else over & (c[:, None] == gc[mine][None])).any(1)
         box, conf, c = box[keep], conf[keep], c[keep]
-        if one_class and len(box) > 1:
-            best = torchvision.ops.nms(box, conf, nms)  # class-agnostic: best-scored class per object, sorted by score
-            box, conf, c = box[best], conf[best], c[best]
+        may_pos = torch.ones_like(conf, dtype=torch.bool)
+        if classes != "any" and len(box) > 1:
+            best = torchvision.ops.nms(box, conf, nms)  # class-agnostic: each object's best-scored class
+            if classes == "one":
+                box, conf, c, may_pos = box[best], conf[best], c[best], may_pos[best]
+            else:  # sure: a box that suppressed another class's box (class-wise NMS left no same-class overlap) is undecided
+                beaten = torch.ones_like(may_pos)
+                beaten[best] = False
+                if beaten.any():
+                    may_pos[best] = ~(box_iou(box[best], box[beaten]) > nms).any(1)
+                    may_pos[beaten] = False
         rows.append(torch.cat((torch.full_like(conf[:, None], b), c[:, None].float(), xyxy2xywh(box) / scale,
                                conf[:, None]), 1))  # fmt: skip
+        allowed.append(may_pos)
     rows = torch.cat(rows) if rows else boxes.new_zeros(0, 7)
     hi = rows[:, 6] >= tau_hi.to(rows)[rows[:, 1].long()]
+    hi &= torch.cat(allowed) if allowed else torch.zeros_like(hi)
     return Mined(rows[hi], rows[~hi])
 
 
@@ -441,8 +458,7 @@ class Teacher(Method):
         soft (bool): Weight pseudo positives by the teacher's score (else they count as labels).
         nms (float): Class-wise NMS IoU on the teacher's boxes.
         gt_iou (float): Skip teacher boxes overlapping a same-class GT above this IoU.
-        one_class (bool): One class per object: skip teacher boxes overlapping a GT of any class, and keep the best
-            class of overlapping teacher boxes (class-agnostic NMS).
+        classes (str): What the teacher may assume of an object's class: 'any', 'one' or 'sure' (see split_boxes).
         partial_empty (bool): Mine on images without any label too (default: they are verified background).
         unmatched (float): At tau_hi, at most this many detections matching no label per detection matching one.
     """
@@ -464,8 +480,9 @@ class Teacher(Method):
                              "score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
-        "teacher_one_class": flag("teacher: one class per object: skip teacher boxes on a GT of any class, and keep "
-                                  "the best class among overlapping teacher boxes"),
+        "teacher_classes": choice("any", "any", "one", "sure", help="teacher: classes per object: 'any' (classes "
+                                  "apart), 'one' (no teacher box on a GT of any class; best class per object), 'sure' "
+                                  "('one', and an object two classes reach is uncertain, no positive)"),
         "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch "
                                "(off by default: it cost 4.4 mAP50 points in the accuracy benchmark's ablation)"),
     }
@@ -476,10 +493,10 @@ class Teacher(Method):
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
                  gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
-                 strong: bool = False, one_class: bool = False):  # fmt: skip
+                 strong: bool = False, classes: str = "any"):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
-        self.partial_empty, self.unmatched, self.strong, self.one_class = partial_empty, unmatched, strong, one_class
+        self.partial_empty, self.unmatched, self.strong, self.classes = partial_empty, unmatched, strong, classes
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
@@ -514,7 +531,7 @@ class Teacher(Method):
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
                    k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"],
-                   k["teacher_strong"], k["teacher_one_class"])  # fmt: skip
+                   k["teacher_strong"], k["teacher_classes"])  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -639,7 +656,7 @@ class Teacher(Method):
         tau_hi, tau_lo = self._thresholds(nc, img.device)
         fixed_below = self.calib == "fixed" and self.lo < LO_MIN  # fixed thresholds may go below the NMS floor
         mined = split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou,
-                            dets=None if fixed_below else dets, one_class=self.one_class)  # fmt: skip
+                            dets=None if fixed_below else dets, classes=self.classes)  # fmt: skip
         if self.calib == "recall":
             mined = demote_invented(mined, dets, batch, (h, w), tau_hi, self.unmatched)
         mined = self.allowed(mined, batch)
