@@ -558,6 +558,7 @@ def test_own_ema_follows_steps_and_restarts_with_ultralytics_ema(models):
     ("teacher_calib", "auto", "one of recall|fixed"), ("teacher_recall_hi", 0, r"a number in \(0, 1\)"),
     ("teacher_soft", "maybe", "True or False"), ("teacher_nms", 1.5, r"a number in \(0, 1\)"),
     ("teacher_gt_iou", 0, r"a number in \(0, 1\)"), ("teacher", "yes", "True or False"),
+    ("teacher_classes", "all", "one of any|one|sure"),
 ])  # fmt: skip
 def test_key_range_errors(key, value, allowed, tmp_path):
     with pytest.raises(PartialConfigError, match=rf"^{key}=.* is invalid: expected {allowed}$"):
