@@ -77,13 +77,13 @@ ROWS = {  # name -> method keys
     # teacher ablation: no pseudo positives (the bound on invented boxes at 0 demotes every one to uncertain)
     "teacher-unc-only": {"teacher": True, "teacher_unmatched": 0.0},
     # teacher ablation: what the teacher assumes of an object's class (teacher_classes, see losses/teacher.py)
+    "teacher-any": {"teacher": True, "teacher_classes": "any"},
     "teacher-one": {"teacher": True, "teacher_classes": "one"},
-    "teacher-sure": {"teacher": True, "teacher_classes": "sure"},
 }
 ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior", "scb-assigned", "scb-inside",
             "comining-old", "comining", "bpr-box", "teacher-strong",
-            "teacher-lo70", "teacher-lo50", "teacher-unc-only", "teacher-one",
-            "teacher-sure")
+            "teacher-lo70", "teacher-lo50", "teacher-unc-only", "teacher-any",
+            "teacher-one")
 # files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")
 

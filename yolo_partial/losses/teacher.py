@@ -480,7 +480,7 @@ class Teacher(Method):
                              "score", default=True),
         "teacher_nms": unit(0.5, True, True, "teacher: class-wise NMS IoU on the teacher's boxes"),
         "teacher_gt_iou": unit(0.4, True, True, "teacher: skip teacher boxes overlapping a same-class GT above this"),
-        "teacher_classes": choice("any", "any", "one", "sure", help="teacher: classes per object: 'any' (classes "
+        "teacher_classes": choice("sure", "any", "one", "sure", help="teacher: classes per object: 'any' (classes "
                                   "apart), 'one' (no teacher box on a GT of any class; best class per object), 'sure' "
                                   "('one', and an object two classes reach is uncertain, no positive)"),
         "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch "
@@ -493,7 +493,7 @@ class Teacher(Method):
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
                  gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
-                 strong: bool = False, classes: str = "any"):  # fmt: skip
+                 strong: bool = False, classes: str = "sure"):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
         self.partial_empty, self.unmatched, self.strong, self.classes = partial_empty, unmatched, strong, classes
