@@ -5,7 +5,8 @@ CPU suite (the default): the embedded shapes dataset with complete labels (`shap
 is trained once per seed (the same images and labels serve both variants).
 
 1. Ablation (variant hard, seed 0): every BRL base x region, both SCB counts, Co-mining at the old and the measured
-   pseudo-label threshold, BPR on the box term.
+   pseudo-label threshold, BPR on the box term, and the teacher with its strong view, a narrower uncertain band,
+   no pseudo positives, and the other two class rules (`teacher_classes=any|one`).
 2. Main table (hard and extreme, three seeds): baseline-full, baseline, BPR-obj, BRL and SCB at their defaults (bce
    base, pred region; assigned count: the ablation says whether another setting should become the default),
    Co-mining (the measured threshold), teacher, teacher + BPR-obj, and the best combination of two single methods
