@@ -134,23 +134,26 @@ def step(model, criterion, batch, hook=None) -> None:
     loss.sum().backward()
 
 
-def leaf_copies(x):
-    """Detached copies of a head's training outputs (tensors in dicts, lists, tuples) that require grad."""
+def leaf_copies(x, leaves: list):
+    """Detached copies of a head's training outputs (tensors in nested dicts, lists, tuples) that require grad; the
+    floating-point copies are appended to `leaves`."""
     if isinstance(x, torch.Tensor):
-        return x.detach().clone().requires_grad_(x.is_floating_point())
+        t = x.detach().clone().requires_grad_(x.is_floating_point())
+        if t.requires_grad:
+            leaves.append(t)
+        return t
     if isinstance(x, dict):
-        return {k: leaf_copies(v) for k, v in x.items()}
+        return {k: leaf_copies(v, leaves) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return type(x)(leaf_copies(v) for v in x)
+        return type(x)(leaf_copies(v, leaves) for v in x)
     return x
 
 
-def loss_step(criterion, preds, batch) -> None:
-    """The loss's own forward and its backward to the head's outputs (`preds`: leaf copies)."""
-    for t in (v for v in (preds.values() if isinstance(preds, dict) else preds) if isinstance(v, torch.Tensor)):
-        t.grad = None
+def loss_step(criterion, preds, leaves: list, batch) -> None:
+    """The loss's own forward and its backward to the head's outputs (`preds`: leaf copies, `leaves`: their tensors;
+    the gradients are returned, not accumulated, so every repeat does the same work)."""
     loss, _ = criterion(preds, batch)
-    loss.sum().backward()
+    torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
 
 
 def loss_only(name: str) -> bool:
@@ -212,11 +215,12 @@ def main():
     if opt.loss_repeats and loss_t:
         with torch.no_grad():
             raw = model(batch["img"])
-        preds = leaf_copies(raw)
+        leaves = []
+        preds = leaf_copies(raw, leaves)
         for r in range(opt.warmup + opt.loss_repeats):
             for n in loss_t:
                 t0 = time.perf_counter()
-                loss_step(crits[n], preds, batch)
+                loss_step(crits[n], preds, leaves, batch)
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 if r >= opt.warmup:

@@ -1,10 +1,11 @@
 """Where a model's unlabelled detections land on a partial split's training images: the evidence for `teacher_classes`.
 
 A teacher mines the detections that match no label of their class. This script sorts those of a trained model (score
->= --conf, class-wise NMS as the teacher's, the ones overlapping a same-class label above 0.4 left out as the teacher
-leaves them out) by what lies under them, using the split's hidden-box manifest:
+>= --conf, class-wise NMS at the teacher's default `teacher_nms`, the ones overlapping a same-class label above its
+default `teacher_gt_iou` (0.4) left out as the teacher leaves them out) by what lies under them, using the split's
+hidden-box manifest:
 
-  hidden, right class     a hidden box of the same class (IoU >= 0.5): what mining is for
+  hidden, right class     a hidden box of the same class (IoU >= 0.5, the teacher's CAL_IOU): what mining is for
   labelled, other class   overlaps a *labelled* box of another class (IoU > 0.4): a class confusion on a known object
   hidden, other class     a hidden box of another class (IoU >= 0.5): a real object, the wrong class
   near an object          overlaps some labelled or hidden box (IoU > 0.1), none of the above: a badly placed box
@@ -22,9 +23,13 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from yolo_partial.keys import METHOD_DEFAULTS  # noqa: E402
+from yolo_partial.losses.teacher import CAL_IOU as HIT_IOU  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("hidden, right class", "labelled, other class", "hidden, other class", "near an object", "nothing")
-GT_IOU, HIT_IOU, NEAR_IOU = 0.4, 0.5, 0.1
+GT_IOU, NMS_IOU, NEAR_IOU = METHOD_DEFAULTS["teacher_gt_iou"], METHOD_DEFAULTS["teacher_nms"], 0.1
 
 
 def kind(iou_lab, cls_lab, iou_hid, cls_hid, c) -> str | None:
@@ -55,7 +60,7 @@ def census(model: str, data: str, conf: float, n_images: int, imgsz: int) -> dic
     manifest = load_manifest(find_manifest(data))
     files = sorted(manifest.boxes)[:n_images]
     counts = dict.fromkeys(KINDS, 0)
-    for im_file, r in zip(files, YOLO(model).predict(files, stream=True, conf=conf, iou=0.5, imgsz=imgsz,
+    for im_file, r in zip(files, YOLO(model).predict(files, stream=True, conf=conf, iou=NMS_IOU, imgsz=imgsz,
                                                      verbose=False)):  # fmt: skip
         pred = xywh2xyxy(r.boxes.xywhn.cpu())
         lab = torch.as_tensor(_labelled_boxes(im_file)).view(-1, 5)
@@ -88,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         cells = " | ".join(f"{c[k]} ({100 * c[k] / max(n, 1):.0f} %)" for k in KINDS)
         lines.append(f"| {Path(m).parents[1].name} | {n} | {cells} |")
         print(lines[-1], flush=True)
+    from yolo_partial.fileio import write_text_atomic
+
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text("\n".join(lines) + "\n")
+    write_text_atomic(a.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
