@@ -172,24 +172,16 @@ def run(work: Path, row: str, variant: str, data: str, seed: int) -> dict:
     name, settings, keys = run_name(row, variant, data, seed)
     if (r := saved_run(work, name)) is not None:
         return r
-    from ultralytics import YOLO
-
     from yolo_partial.fileio import write_text_atomic
-    from yolo_partial.reproduce import evaluate
-    from yolo_partial.trainer import PartialDetectionTrainer
+    from yolo_partial.reproduce import evaluate, train_row
 
     print(f"[accuracy] training {name}", flush=True)
     t0 = time.time()
-    train = {k: v for k, v in BUDGET.items() if k != "model"}
-    last = work / "runs" / name / "weights" / "last.pt"
-    if last.is_file():  # interrupted mid-training: resume it
-        YOLO(str(last)).train(trainer=PartialDetectionTrainer, resume=True)
-    else:
-        YOLO(BUDGET["model"]).train(trainer=PartialDetectionTrainer, data=data, seed=seed, project=str(work / "runs"),
-                                    name=name, exist_ok=True, plots=False, val=False, workers=2, **train, **keys)
+    best = train_row(work / "runs", name, {**BUDGET, "data": data, "seed": seed, "plots": False, "val": False,
+                                           "workers": 2, **keys})  # resumes a run interrupted mid-training
     result = {"row": row, "variant": variant, "seed": seed, "keys": keys, "settings": settings,
               "train_s": round(time.time() - t0, 1)}
-    result.update(evaluate(work / "runs" / name / "weights" / "best.pt", {**BUDGET, "data": data}))
+    result.update(evaluate(best, {**BUDGET, "data": data}))
     for folder in (work / "runs", RECORDS):
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / f"{name}.json", json.dumps(result, indent=1))

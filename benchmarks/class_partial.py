@@ -193,24 +193,18 @@ def mined_dataset(work: Path, model: Path, full: str, budget: dict, review: bool
 
 
 def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str) -> dict:
-    """Train one arm unless its result exists, evaluate best.pt on the complete val set -> the result dict."""
+    """Train (or resume) one arm unless its result exists, evaluate best.pt on the complete val set -> the result dict."""
     done = work / "runs" / f"{name}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    from ultralytics import YOLO
-
     from yolo_partial.fileio import write_text_atomic
-    from yolo_partial.reproduce import evaluate
-    from yolo_partial.trainer import PartialDetectionTrainer
+    from yolo_partial.reproduce import evaluate, train_row
 
-    train = {k: v for k, v in budget.items() if k != "model"}
     t0 = time.time()
-    YOLO(budget["model"]).train(
-        trainer=PartialDetectionTrainer, data=data, seed=seed, project=str(work / "runs"), name=name, exist_ok=True,
-        plots=False, val=False, workers=2, **train, **keys,
-    )  # fmt: skip
+    best = train_row(work / "runs", name, {**budget, "data": data, "seed": seed, "plots": False, "val": False,
+                                           "workers": 2, **keys})  # resumes a run interrupted mid-training
     result = {"name": name, "seed": seed, "keys": keys, "train_s": round(time.time() - t0, 1)}
-    result.update(evaluate(work / "runs" / name / "weights" / "best.pt", {**budget, "data": full}))
+    result.update(evaluate(best, {**budget, "data": full}))
     write_text_atomic(done, json.dumps(result, indent=1))
     return result
 
