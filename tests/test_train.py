@@ -55,6 +55,18 @@ def test_bpr_trains_and_logs_drop_counts(bpr_run, aquarium_small):
     assert tree_digest(aquarium_small.parent) == before, "the source dataset was modified"
 
 
+def test_progress_header_names_every_column_the_bar_shows(bpr_run):
+    trainer, _ = bpr_run
+    header = trainer.progress_string().split()
+    assert header == ["Epoch", "GPU_mem", *trainer.tloss, "Instances", "Size"]  # the bar prints all of tloss
+    assert {"box_drop", "obj_drop"} <= set(header)
+    kept, trainer.tloss = trainer.tloss, {"box_loss": 0, "teacher_hidden": 0, "teacher_covered": 0, "pseudo_share": 0}
+    line = trainer.progress_string()
+    trainer.tloss = kept
+    assert line.split() == ["Epoch", "GPU_mem", "box_loss", "t_hidden", "t_covered", "p_share", "Instances", "Size"]
+    assert all(len(line[1 + 11 * i: 12 + 11 * i]) == 11 and line[1 + 11 * i] == " " for i in range(8))
+
+
 STOCK_LOAD = """
 import sys
 sys.modules["yolo_partial"] = None  # a checkpoint that needs yolo_partial would fail to unpickle here

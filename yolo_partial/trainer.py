@@ -144,6 +144,13 @@ class PartialDetectionTrainer(DetectionTrainer):
         reduction (a backward pass that reaches no weight would leave it pending)."""
         return sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad) * 0.0
 
+    def progress_string(self) -> str:
+        """Ultralytics' progress-bar header, naming every column the bar shows: the bar prints all loss items, the
+        methods' counts included, but Ultralytics' header names only the losses. The counts' names are known once a
+        batch has run, so the first epoch's header is Ultralytics' own."""
+        names = [_column(k) for k in (self.tloss or self.loss_names)]
+        return ("\n" + "%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size")
+
     def preprocess_batch(self, batch: dict) -> dict:
         """Ultralytics' preprocessing, then each method's (e.g. Co-mining's second view)."""
         self.guard.start_batch(getattr(self, "epoch", 0))  # set by the training loop
@@ -275,6 +282,15 @@ class PartialDetectionTrainer(DetectionTrainer):
         if self.ema:
             self.ema.ema.criterion = partial_criterion(self.ema.ema, hidden)
 
+
+
+def _column(name: str) -> str:
+    """A loss item's name fitted to the progress bar's 11-character columns: a name longer than 10 characters keeps
+    its first word's initial (teacher_hidden -> t_hidden), so neighbouring names never run together."""
+    if len(name) <= 10 or "_" not in name:
+        return name[:10]
+    head, rest = name.split("_", 1)
+    return f"{head[0]}_{rest}"[:10]
 
 
 def warn_pretraining_leak(weights, data: dict, manifest) -> bool:
