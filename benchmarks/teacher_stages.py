@@ -1,0 +1,133 @@
+"""How many pseudo positives each of the teacher's rules lets through, on a trained model: the evidence for
+`teacher_unmatched` on sparse splits.
+
+The teacher's mining (yolo_partial/losses/teacher.py) is replayed on a split's training images with a trained
+model as teacher and the thresholds its checkpoint saved: class-wise NMS, the class rule (`teacher_classes` any /
+one / sure), then the per-batch bound on invented boxes (`demote_invented`) at several values of `teacher_unmatched`.
+For each stage: pseudo positives per image, and the share of them that take a hidden box (same class, IoU >= the
+teacher's CAL_IOU), from the split's hidden manifest. The images are the training images as they are (no mosaic),
+in batches of --batch, as training batches them.
+
+Usage:
+  python benchmarks/teacher_stages.py RUN/weights/last.pt --data <work>/data/shapes-extreme-s0/data.yaml \
+      [--images 400] [--batch 16] [--unmatched 2 5 1000] [--tau-hi T] [--out benchmarks/results/teacher_stages.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from yolo_partial.keys import METHOD_DEFAULTS  # noqa: E402
+from yolo_partial.losses import teacher as T  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("any", "one", "sure")
+
+
+def batches(data: str, n_images: int, batch: int, imgsz: int):
+    """The split's first n_images training images (sorted) as Ultralytics batches: img (B, 3, H, W) in [0, 1],
+    batch_idx, cls, bboxes (normalised xywh), im_file."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_dataloader, build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    info = check_det_dataset(data)
+    cfg = get_cfg(overrides={"imgsz": imgsz, "fraction": 1.0})
+    ds = build_yolo_dataset(cfg, info["train"], batch, info, mode="val", stride=32)
+    ds.im_files, ds.labels = ds.im_files[:n_images], ds.labels[:n_images]
+    ds.ni = len(ds.labels)
+    for b in build_dataloader(ds, batch, workers=0, shuffle=False):
+        b["img"] = b["img"].float() / 255
+        yield b
+
+
+def hits(pos: torch.Tensor, files: list[str], manifest, hw: tuple[int, int]) -> int:
+    """Pseudo positives (rows batch_idx, cls, xywh normalised, score) that take a hidden box of their class."""
+    from ultralytics.utils.metrics import box_iou
+    from ultralytics.utils.ops import xywh2xyxy
+
+    n = 0
+    for b, f in enumerate(files):
+        rows = pos[pos[:, 0] == b]
+        hid = torch.as_tensor(manifest.for_image(f), dtype=torch.float32).view(-1, 5)
+        if not len(rows) or not len(hid):
+            continue
+        iou = box_iou(xywh2xyxy(rows[:, 2:6]), xywh2xyxy(hid[:, 1:]))
+        n += int(((iou >= T.CAL_IOU) & (rows[:, 1:2] == hid[None, :, 0])).any(1).sum())
+    return n
+
+
+def stages(model_path: str, data: str, n_images: int, batch: int, imgsz: int, unmatched: list[float],
+           tau: float | None = None) -> dict:
+    """{stage: (pseudo positives, of them on a hidden box)} summed over the images, and the image count; `tau` sets
+    every class's tau_hi (else the checkpoint's)."""
+    from ultralytics import YOLO
+
+    from yolo_partial.hidden import find_manifest, load_manifest
+    from yolo_partial.losses.method import CHECKPOINT_KEY
+
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=False)
+    state = ckpt[CHECKPOINT_KEY]["teacher"]
+    tau_hi, tau_lo = torch.tensor(state["tau_hi"]), torch.tensor(state["tau_lo"])
+    if tau is not None:
+        tau_hi = torch.full_like(tau_hi, tau)
+        tau_lo = torch.minimum(tau_lo, tau_hi)
+    model = YOLO(model_path).model.float().eval()
+    manifest = load_manifest(find_manifest(data))
+    nms, gt_iou = METHOD_DEFAULTS["teacher_nms"], METHOD_DEFAULTS["teacher_gt_iou"]
+    out, n_img = {}, 0
+    for b in batches(data, n_images, batch, imgsz):
+        img = b["img"]
+        hw = img.shape[2:]
+        boxes, scores = T.teacher_predictions(model, img)
+        dets = T.detections(boxes, scores, T.LO_MIN, nms)
+        n_img += len(img)
+        for rule in CLASSES:
+            mined = T.split_boxes(boxes, scores, b, hw, tau_hi, tau_lo, nms, gt_iou, dets=dets, classes=rule)
+            found = {f"{rule}, no bound": mined}
+            for u in unmatched:
+                found[f"{rule}, teacher_unmatched={u:g}"] = T.demote_invented(mined, dets, b, hw, tau_hi, u)
+            for k, m in found.items():
+                p, h = out.get(k, (0, 0))
+                out[k] = (p + len(m.pos), h + hits(m.pos, b["im_file"], manifest, hw))
+    return {"stages": out, "images": n_img, "tau_hi": tau_hi.tolist(), "hidden": sum(
+        len(manifest.for_image(f)) for f in sorted(manifest.boxes)[:n_images])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="a split's data YAML (its hidden: manifest is read)")
+    p.add_argument("--images", type=int, default=400)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--imgsz", type=int, default=160)
+    p.add_argument("--unmatched", type=float, nargs="+", default=[2.0, 5.0, 1000.0])
+    p.add_argument("--tau-hi", type=float, help="every class's tau_hi (default: the checkpoint's calibrated ones)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "teacher_stages.md")
+    a = p.parse_args(argv)
+    r = stages(a.model, a.data, a.images, a.batch, a.imgsz, a.unmatched, a.tau_hi)
+    n = r["images"]
+    lines = [f"# Pseudo positives by the teacher's rules (`benchmarks/teacher_stages.py`)\n",
+             f"Model `{Path(a.model).parents[1].name}` as teacher, tau_hi "
+             f"{'set to' if a.tau_hi is not None else 'from its checkpoint:'} "
+             f"({', '.join(f'{t:.2f}' for t in r['tau_hi'])}); data `{Path(a.data).parent.name}`, {n} training images "
+             f"without mosaic, batches of {a.batch}; about {r['hidden'] / max(n, 1):.2f} hidden boxes per image "
+             f"(images with one). Default `teacher_unmatched` = {METHOD_DEFAULTS['teacher_unmatched']:g}.\n",
+             "| rule, bound | pseudo positives per image | share on a hidden box of their class |",
+             "|---|---:|---:|"]
+    for k, (pos, hit) in r["stages"].items():
+        lines.append(f"| {k} | {pos / n:.3f} | {hit / pos:.0%} |" if pos else f"| {k} | 0 | – |")
+    from yolo_partial.fileio import write_text_atomic
+
+    write_text_atomic(a.out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
