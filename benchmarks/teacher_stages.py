@@ -10,7 +10,7 @@ in batches of --batch, as training batches them.
 
 Usage:
   python benchmarks/teacher_stages.py RUN/weights/last.pt --data <work>/data/shapes-extreme-s0/data.yaml \
-      [--images 400] [--batch 16] [--unmatched 2 5 1000] [--tau-hi T] [--out benchmarks/results/teacher_stages.md]
+      [--images 400] [--batch 16] [--unmatched 2 5 1000] [--tau-hi T] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import torch  # noqa: E402
 from yolo_partial.keys import METHOD_DEFAULTS  # noqa: E402
 from yolo_partial.losses import teacher as T  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("any", "one", "sure")
 
 
@@ -81,13 +80,14 @@ def stages(model_path: str, data: str, n_images: int, batch: int, imgsz: int, un
     model = YOLO(model_path).model.float().eval()
     manifest = load_manifest(find_manifest(data))
     nms, gt_iou = METHOD_DEFAULTS["teacher_nms"], METHOD_DEFAULTS["teacher_gt_iou"]
-    out, n_img = {}, 0
+    out, n_img, n_hidden = {}, 0, 0
     for b in batches(data, n_images, batch, imgsz):
         img = b["img"]
         hw = img.shape[2:]
         boxes, scores = T.teacher_predictions(model, img)
         dets = T.detections(boxes, scores, T.LO_MIN, nms)
         n_img += len(img)
+        n_hidden += sum(len(manifest.for_image(f)) for f in b["im_file"])
         for rule in CLASSES:
             mined = T.split_boxes(boxes, scores, b, hw, tau_hi, tau_lo, nms, gt_iou, dets=dets, classes=rule)
             found = {f"{rule}, no bound": mined}
@@ -96,8 +96,7 @@ def stages(model_path: str, data: str, n_images: int, batch: int, imgsz: int, un
             for k, m in found.items():
                 p, h = out.get(k, (0, 0))
                 out[k] = (p + len(m.pos), h + hits(m.pos, b["im_file"], manifest, hw))
-    return {"stages": out, "images": n_img, "tau_hi": tau_hi.tolist(), "hidden": sum(
-        len(manifest.for_image(f)) for f in sorted(manifest.boxes)[:n_images])}
+    return {"stages": out, "images": n_img, "tau_hi": tau_hi.tolist(), "hidden": n_hidden}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,23 +108,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--imgsz", type=int, default=160)
     p.add_argument("--unmatched", type=float, nargs="+", default=[2.0, 5.0, 1000.0])
     p.add_argument("--tau-hi", type=float, help="every class's tau_hi (default: the checkpoint's calibrated ones)")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "teacher_stages.md")
+    p.add_argument("--out", type=Path, help="also write the table here (benchmarks/results/teacher_stages.md "
+                   "gathers four such tables with a reading)")
     a = p.parse_args(argv)
     r = stages(a.model, a.data, a.images, a.batch, a.imgsz, a.unmatched, a.tau_hi)
     n = r["images"]
-    lines = [f"# Pseudo positives by the teacher's rules (`benchmarks/teacher_stages.py`)\n",
+    lines = ["# Pseudo positives by the teacher's rules (`benchmarks/teacher_stages.py`)\n",
              f"Model `{Path(a.model).parents[1].name}` as teacher, tau_hi "
              f"{'set to' if a.tau_hi is not None else 'from its checkpoint:'} "
              f"({', '.join(f'{t:.2f}' for t in r['tau_hi'])}); data `{Path(a.data).parent.name}`, {n} training images "
-             f"without mosaic, batches of {a.batch}; about {r['hidden'] / max(n, 1):.2f} hidden boxes per image "
-             f"(images with one). Default `teacher_unmatched` = {METHOD_DEFAULTS['teacher_unmatched']:g}.\n",
+             f"without mosaic, batches of {a.batch}; {r['hidden'] / max(n, 1):.2f} hidden boxes per image. "
+             f"Default `teacher_unmatched` = {METHOD_DEFAULTS['teacher_unmatched']:g}.\n",
              "| rule, bound | pseudo positives per image | share on a hidden box of their class |",
              "|---|---:|---:|"]
     for k, (pos, hit) in r["stages"].items():
         lines.append(f"| {k} | {pos / n:.3f} | {hit / pos:.0%} |" if pos else f"| {k} | 0 | – |")
-    from yolo_partial.fileio import write_text_atomic
+    if a.out:
+        from yolo_partial.fileio import write_text_atomic
 
-    write_text_atomic(a.out, "\n".join(lines) + "\n")
+        write_text_atomic(a.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
