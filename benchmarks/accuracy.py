@@ -91,6 +91,8 @@ ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior"
             "comining-old", "comining", "bpr-box", "teacher-strong",
             "teacher-lo70", "teacher-lo50", "teacher-unc-only", "teacher-any",
             "teacher-one")
+# rows aimed at one variant's problem: run after the main table on those variants, every seed; a table of their own
+FURTHER = {"teacher+bpr-obj-sparse": ("extreme",)}
 # files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")
 
@@ -382,6 +384,10 @@ def main(argv: list[str] | None = None) -> None:
             for v in VARIANTS:
                 for row in main_rows:
                     get(row, v, seed)
+        for seed in a.seeds:
+            for row, variants in FURTHER.items():
+                for v in variants:
+                    get(row, v, seed)
     df, agg = paired([r for r in saved.values()])
     gaps = agg[("gap closed", "mean")].drop(index="baseline", level="row", errors="ignore")
     gaps = gaps[gaps.index.get_level_values("row").isin(singles)].groupby(level="row").mean()
@@ -405,7 +411,9 @@ def main(argv: list[str] | None = None) -> None:
         f"# Accuracy benchmark (CPU suite)\n\nCommand: `nohup python benchmarks/accuracy.py{budget} &` (resumable); "
         f"tables: `python benchmarks/accuracy.py{budget} --report`.\n\n{header}Main table (variants hard and extreme, "
         f"seeds {a.seeds}); BRL = `{brl}` and SCB = `{scb}` (their defaults), Co-mining at the measured threshold, "
-        f"combination = {combo or 'not yet run'}:\n\n{markdown(agg, shown)}\n\n![accuracy](accuracy.png)\n")
+        f"combination = {combo or 'not yet run'}:\n\n{markdown(agg, shown)}\n\n![accuracy](accuracy.png)\n\n"
+        f"Further rows, each on the variants it addresses (paired against the same seeds' baselines):\n\n"
+        f"{markdown(agg, ['baseline', *FURTHER])}\n")
     (a.out / "ablation.md").write_text(
         f"# Ablation (variant hard, seed 0)\n\n{header}"
         f"{'no ablation runs' if abl_agg is None else markdown(abl_agg, ['baseline-full', 'baseline', *ABLATION])}\n"
