@@ -11,6 +11,8 @@ is trained once per seed (the same images and labels serve both variants).
    base, pred region; assigned count: the ablation says whether another setting should become the default),
    Co-mining (the measured threshold), teacher, teacher + BPR-obj, and the best combination of two single methods
    (by mean gap closed).
+3. Further rows (FURTHER: a row aimed at one variant's problem, e.g. the teacher for sparse labels on extreme), three
+   seeds on their variants, in a table of their own.
 
 `--main-only` runs the main table first, rows outer and variants inner, so that each finished run adds a comparison on
 both variants; start one process per seed (`--seeds 0`, `--seeds 1`, ... with OMP_NUM_THREADS=1 on a 2-core machine:
