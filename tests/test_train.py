@@ -55,14 +55,14 @@ def test_bpr_trains_and_logs_drop_counts(bpr_run, aquarium_small):
     assert tree_digest(aquarium_small.parent) == before, "the source dataset was modified"
 
 
-def test_progress_header_names_every_column_the_bar_shows(bpr_run):
+def test_progress_header_fits_every_column_the_bar_shows(bpr_run):
     trainer, _ = bpr_run
     header = trainer.progress_string().split()
     assert header == ["Epoch", "GPU_mem", *trainer.tloss, "Instances", "Size"]  # the bar prints all of tloss
     assert {"box_drop", "obj_drop"} <= set(header)
-    kept, trainer.tloss = trainer.tloss, {"box_loss": 0, "teacher_hidden": 0, "teacher_covered": 0, "pseudo_share": 0}
+    kept, trainer.loss_names = trainer.loss_names, ("box_loss", "teacher_hidden", "teacher_covered", "pseudo_share")
     line = trainer.progress_string()
-    trainer.tloss = kept
+    trainer.loss_names = kept
     assert line.split() == ["Epoch", "GPU_mem", "box_loss", "t_hidden", "t_covered", "p_share", "Instances", "Size"]
     assert all(len(line[1 + 11 * i: 12 + 11 * i]) == 11 and line[1 + 11 * i] == " " for i in range(8))
 

@@ -145,10 +145,10 @@ class PartialDetectionTrainer(DetectionTrainer):
         return sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad) * 0.0
 
     def progress_string(self) -> str:
-        """Ultralytics' progress-bar header, naming every column the bar shows: the bar prints all loss items, the
-        methods' counts included, but Ultralytics' header names only the losses. The counts' names are known once a
-        batch has run, so the first epoch's header is Ultralytics' own."""
-        names = [_column(k) for k in (self.tloss or self.loss_names)]
+        """Ultralytics' progress-bar header, its names fitted to the bar's 11-character columns: the loss names,
+        which Ultralytics takes from the first batch's loss dict, include the methods' counts (teacher_covered, ...),
+        and a name of 11 characters or more ran into its neighbour."""
+        names = [_column(k) for k in self.loss_names]
         return ("\n" + "%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size")
 
     def preprocess_batch(self, batch: dict) -> dict:
