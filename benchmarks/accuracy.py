@@ -88,9 +88,8 @@ ROWS = {  # name -> method keys
     # per image through, as hidden objects score below the labelled ones' median
     "teacher+bpr-obj-sparse": {"teacher": True, "drop_neg_obj": 0.75, "teacher_recall_hi": 0.8,
                                "teacher_unmatched": 5.0},
-    # the same without the bound on invented boxes: on extreme the bound, not the recall rule, sets tau_hi (the
-    # sparse row's tau_hi stayed at 0.54-0.75), since a labelled object's other-class boxes and the hidden objects
-    # count as unmatched detections
+    # the same without the bound on invented boxes (the sparse row's tau_hi stayed at 0.54-0.75: is the bound or the
+    # recall rule holding it up?)
     "teacher+bpr-obj-nobound": {"teacher": True, "drop_neg_obj": 0.75, "teacher_recall_hi": 0.8,
                                 "teacher_unmatched": 1000.0},
 }
