@@ -249,6 +249,8 @@ def markdown(agg, rows: list[str]) -> str:
         m, s, n = agg.loc[(v, r), (col, "mean")], agg.loc[(v, r), (col, "std")], agg.loc[(v, r), (col, "count")]
         if math.isnan(m):
             return "–"
+        if n < 2:  # one seed has no spread: none is shown
+            return f"{m:{fmt}} (n=1)"
         return f"{m:{fmt}} ± {0 if math.isnan(s) else s:{fmt.lstrip('+')}}" + ("" if n == 3 else f" (n={int(n)})")
 
     for r in rows:
@@ -269,8 +271,11 @@ def decisive(df) -> str:
         base = df[(df.row == "baseline") & (df.variant == v)]["val mAP50"]
         if len(base) and len(full):
             gap = full.mean() - base.mean()
-            spread = max(full.std(ddof=1) if len(full) > 1 else math.nan, base.std(ddof=1) if len(base) > 1 else math.nan)
-            ratio = gap / spread if spread and not math.isnan(spread) else math.nan
+            if min(len(base), len(full)) < 2:  # one seed has no spread to judge against
+                out.append(f"{v}: gap {gap:.1f} mAP50 points, not judged (a baseline has one seed)")
+                continue
+            spread = max(full.std(ddof=1), base.std(ddof=1))
+            ratio = gap / spread if spread else math.nan
             out.append(f"{v}: gap {gap:.1f} mAP50 points, largest baseline seed std {spread:.2f}, ratio {ratio:.1f}x "
                        f"({'decisive' if ratio >= 3 else 'NOT decisive'}: target >= 3x)")
     return "; ".join(out)
