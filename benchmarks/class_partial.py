@@ -248,11 +248,19 @@ def score_stats(work: Path, name: str, full: str, budget: dict) -> dict:
     return out
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float], fmt: str = ".1f") -> str:
+    """'mean ± std' of the values that are not NaN; one value has no spread ('mean (1 seed)'), none gives '–'."""
     values = [v for v in values if not math.isnan(v)]
     if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:{fmt}} (1 seed)"
+    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def n_seeds(values: list) -> str:
+    """' (n seeds)' after a figure over several seeds (mean_std already says '1 seed')."""
+    return f" ({len(values)} seeds)" if len(values) > 1 else ""
 
 
 def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict, cmd: str, minutes: float) -> str:
@@ -266,10 +274,8 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
         rs = [results[(arm, s)] for s in seeds if (arm, s) in results]
         if arm in EXTRA_ARMS and not rs:
             continue
-        m50, s50 = mean_std([r["val mAP50"] for r in rs])
-        m, s = mean_std([r["val mAP50-95"] for r in rs])
-        cell = lambda mean, sd: "–" if math.isnan(mean) else f"{mean:.1f} ± {sd:.1f}"  # noqa: E731
-        lines.append(f"| {arm} | {cell(m50, s50)} | {cell(m, s)} | {len(rs)} |")
+        cells = (mean_std([r[k] for r in rs]) for k in ("val mAP50", "val mAP50-95"))
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(rs)} |")
     gaps = []
     for seed in seeds:
         if all((arm, seed) in results for arm in ARMS):
@@ -279,21 +285,19 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
               "| seed | naive | class-partial | complete | gap closed |", "|---|---|---|---|---|"]
     lines += [f"| {s} | {n:.1f} | {c:.1f} | {f:.1f} | {g:.2f} |" for s, g, n, c, f in gaps]
     if gaps:
-        m, sd = mean_std([g for _, g, *_ in gaps])
-        lines += ["", f"**Gap closed: {m:.2f} ± {sd:.2f}** (mean ± std over {len(gaps)} seeds; target >= 0.80)."]
+        over = f"mean ± std over {len(gaps)} seeds; " if len(gaps) > 1 else ""
+        lines += ["", f"**Gap closed: {mean_std([g for _, g, *_ in gaps], '.2f')}** ({over}target >= 0.80)."]
     for arm in EXTRA_ARMS:  # the same gap, closed by an extra arm instead of class-partial
         g = [(results[(arm, s)]["val mAP50"] - n) / (f - n) for s, _, n, _, f in gaps if (arm, s) in results and f != n]
         if g:
-            m, sd = mean_std(g)
-            lines.append(f"\nGap closed by {arm}: {m:.2f} ± {sd:.2f} ({len(g)} seeds).")
+            lines.append(f"\nGap closed by {arm}: {mean_std(g, '.2f')}{n_seeds(g)}.")
     for arm, how in (("class-partial+mined", "accepted unreviewed"), ("class-partial+reviewed", "reviewed")):
         mined = [r for (a, s), r in results.items() if a == arm and s in seeds]
         if mined:
             cells = {k: mean_std([100 * r[f"mined {k}"] for r in mined]) for k in ("precision", "recall")}
-            n = mean_std([r["mined candidates"] for r in mined])
-            lines.append(f"\nThe mined lists {how} for {arm} ({len(mined)} seeds): {n[0]:.0f} ± {n[1]:.0f} "
-                         f"candidates, {cells['precision'][0]:.1f} ± {cells['precision'][1]:.1f} % real, finding "
-                         f"{cells['recall'][0]:.1f} ± {cells['recall'][1]:.1f} % of the merge's missing boxes.")
+            n = mean_std([r["mined candidates"] for r in mined], ".0f")
+            lines.append(f"\nThe mined lists {how} for {arm}{n_seeds(mined)}: {n} candidates, "
+                         f"{cells['precision']} % real, finding {cells['recall']} % of the merge's missing boxes.")
     if any("object score" in r for r in results.values()):
         lines += ["", "How confidently each model finds the val objects (see `score_stats`): mean best same-class "
                   "score per object and recall at conf 0.25, percent, mean ± std over seeds; gap closed as above.", "",
@@ -303,15 +307,13 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
             if arm in EXTRA_ARMS and not rs:
                 continue
             cells = [mean_std([r[k] for r in rs]) for k in ("object score", "recall@0.25")]
-            lines.append(f"| {arm} | " + " | ".join("–" if math.isnan(a) else f"{a:.1f} ± {b:.1f}" for a, b in cells)
-                         + " |")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         for k in ("object score", "recall@0.25"):
             g = [(results[("class-partial", s)][k] - results[("naive", s)][k])
                  / (results[("complete", s)][k] - results[("naive", s)][k]) for s in seeds
                  if all(k in results.get((arm, s), {}) for arm in ARMS)]
             if g:
-                m, sd = mean_std(g)
-                lines.append(f"\nGap closed on {k}: {m:.2f} ± {sd:.2f} ({len(g)} seeds).")
+                lines.append(f"\nGap closed on {k}: {mean_std(g, '.2f')}{n_seeds(g)}.")
     return "\n".join(lines) + "\n"
 
 
