@@ -84,12 +84,12 @@ ROWS = {  # name -> method keys
     "teacher-one": {"teacher": True, "teacher_classes": "one"},
     # teacher for sparse labels (extreme): tau_hi where the teacher recalls 80 % of the labelled boxes, not 50 %, and
     # at most 5 unlabelled teacher boxes per label-matching one, not 2. Replaying the mining on extreme's training
-    # images with a trained teacher (benchmarks/results/teacher_stages_extreme.md), the defaults let 0.005 positives
-    # per image through, as hidden objects score below the labelled ones' median
+    # images with a trained teacher (benchmarks/results/teacher_stages.md), the defaults let 0.005 positives per
+    # image through, as hidden objects score below the labelled ones' median
     "teacher+bpr-obj-sparse": {"teacher": True, "drop_neg_obj": 0.75, "teacher_recall_hi": 0.8,
                                "teacher_unmatched": 5.0},
-    # the same without the bound on invented boxes (the sparse row's tau_hi stayed at 0.54-0.75: is the bound or the
-    # recall rule holding it up?)
+    # the same without the bound on invented boxes, to tell whether the bound or the recall rule kept the sparse
+    # row's tau_hi at 0.54-0.75 (the recall rule: 0.49-0.67 here; teacher_stages.md)
     "teacher+bpr-obj-nobound": {"teacher": True, "drop_neg_obj": 0.75, "teacher_recall_hi": 0.8,
                                 "teacher_unmatched": 1000.0},
 }
@@ -251,7 +251,7 @@ def markdown(agg, rows: list[str]) -> str:
             return "–"
         if n < 2:  # one seed has no spread: none is shown
             return f"{m:{fmt}} (n=1)"
-        return f"{m:{fmt}} ± {0 if math.isnan(s) else s:{fmt.lstrip('+')}}" + ("" if n == 3 else f" (n={int(n)})")
+        return f"{m:{fmt}} ± {s:{fmt.lstrip('+')}}" + ("" if n == 3 else f" (n={int(n)})")
 
     for r in rows:
         cells = []

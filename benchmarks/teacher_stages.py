@@ -46,20 +46,13 @@ def batches(data: str, n_images: int, batch: int, imgsz: int):
         yield b
 
 
-def hits(pos: torch.Tensor, files: list[str], manifest, hw: tuple[int, int]) -> int:
-    """Pseudo positives (rows batch_idx, cls, xywh normalised, score) that take a hidden box of their class."""
-    from ultralytics.utils.metrics import box_iou
-    from ultralytics.utils.ops import xywh2xyxy
-
-    n = 0
-    for b, f in enumerate(files):
-        rows = pos[pos[:, 0] == b]
-        hid = torch.as_tensor(manifest.for_image(f), dtype=torch.float32).view(-1, 5)
-        if not len(rows) or not len(hid):
-            continue
-        iou = box_iou(xywh2xyxy(rows[:, 2:6]), xywh2xyxy(hid[:, 1:]))
-        n += int(((iou >= T.CAL_IOU) & (rows[:, 1:2] == hid[None, :, 0])).any(1).sum())
-    return n
+def with_hidden(batch: dict, manifest) -> dict:
+    """The batch with its images' hidden boxes in the keys the trainer gives them (hidden_batch_idx (n,), hidden_cls
+    (n, 1), hidden_bboxes (n, 4) normalised xywh), so the teacher's own `hidden_counts` scores the positives."""
+    rows = [[i, *box] for i, f in enumerate(batch["im_file"]) for box in manifest.for_image(f)]
+    t = torch.tensor(rows, dtype=torch.float32).view(-1, 6)
+    batch["hidden_batch_idx"], batch["hidden_cls"], batch["hidden_bboxes"] = t[:, 0], t[:, 1:2], t[:, 2:]
+    return batch
 
 
 def stages(model_path: str, data: str, n_images: int, batch: int, imgsz: int, unmatched: list[float],
@@ -82,12 +75,13 @@ def stages(model_path: str, data: str, n_images: int, batch: int, imgsz: int, un
     nms, gt_iou = METHOD_DEFAULTS["teacher_nms"], METHOD_DEFAULTS["teacher_gt_iou"]
     out, n_img, n_hidden = {}, 0, 0
     for b in batches(data, n_images, batch, imgsz):
+        b = with_hidden(b, manifest)
         img = b["img"]
         hw = img.shape[2:]
         boxes, scores = T.teacher_predictions(model, img)
         dets = T.detections(boxes, scores, T.LO_MIN, nms)
         n_img += len(img)
-        n_hidden += sum(len(manifest.for_image(f)) for f in b["im_file"])
+        n_hidden += len(b["hidden_cls"])
         for rule in CLASSES:
             mined = T.split_boxes(boxes, scores, b, hw, tau_hi, tau_lo, nms, gt_iou, dets=dets, classes=rule)
             found = {f"{rule}, no bound": mined}
@@ -95,7 +89,7 @@ def stages(model_path: str, data: str, n_images: int, batch: int, imgsz: int, un
                 found[f"{rule}, teacher_unmatched={u:g}"] = T.demote_invented(mined, dets, b, hw, tau_hi, u)
             for k, m in found.items():
                 p, h = out.get(k, (0, 0))
-                out[k] = (p + len(m.pos), h + hits(m.pos, b["im_file"], manifest, hw))
+                out[k] = (p + len(m.pos), h + int(T.hidden_counts(m, b, 1)[0]))  # n_img=1: totals
     return {"stages": out, "images": n_img, "tau_hi": tau_hi.tolist(), "hidden": n_hidden}
 
 
