@@ -80,13 +80,7 @@ def link_image(src: Path, dst: Path) -> str:
         os.symlink(src.absolute(), dst)
         return "symlink"
     except OSError:
-        pass
-    try:
-        os.link(src, dst)
-        return "hardlink"
-    except OSError:
-        shutil.copyfile(src, dst)
-        return "copy"
+        return hardlink_or_copy(src, dst)
 
 
 def hardlink_or_copy(src: str | Path, dst: str | Path) -> str:

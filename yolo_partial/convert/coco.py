@@ -225,6 +225,17 @@ def write_split(
     return splits, roles, missing
 
 
+def warn_left_out(fmt: str, split: str, src: Path, missing: list[str], stats: Counter) -> None:
+    """Warn of the listed images that were not found and the annotations naming an unknown category or image."""
+    from ultralytics.utils import LOGGER
+
+    if missing:
+        LOGGER.warning(f"{fmt} {split}: {len(missing)} listed images not found in {src}, left out (first: {missing[0]})")
+    for key in ("unknown category", "unknown image id"):
+        if stats[key]:
+            LOGGER.warning(f"{fmt} {split}: {stats[key]} annotations with an {key} left out")
+
+
 def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, crowd: str = "skip") -> dict:
     """Convert one COCO instances JSON and its image folder into split `<json name without instances_>` of `out`.
 
@@ -256,11 +267,7 @@ def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, c
         "convert coco", path, src, out, split, names, entries, labels, partial, stats, {"crowd": crowd}
     )
     summary = {"split": split, **{k: stats[k] for k in COUNTS}, "splits": splits}
-    if missing:
-        LOGGER.warning(f"COCO {split}: {len(missing)} listed images not found in {src}, left out (first: {missing[0]})")
-    for key in ("unknown category", "unknown image id"):
-        if stats[key]:
-            LOGGER.warning(f"COCO {split}: {stats[key]} annotations with an {key} left out")
+    warn_left_out("COCO", split, src, missing, stats)
     columns = ["images", "boxes", "empty", "crowd skipped", "crowd kept", "crowd ignored", "zero-size",
                "missing images", "repeated ids"]  # fmt: skip
     LOGGER.info(f"COCO {path.name} -> {out} (data.yaml: {roles})\n{format_table({split: stats}, columns)}")

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 from ..errors import PartialDataError
 from ..partial_labels import ImagePartial
 from . import format_table
-from .coco import image_labels, load_instances, read_categories, read_images, write_split
+from .coco import image_labels, load_instances, read_categories, read_images, warn_left_out, write_split
 
 COUNTS = (
     "images", "boxes", "empty", "zero-size", "unknown category", "unknown image id", "missing images",
@@ -121,11 +121,7 @@ def convert_lvis(annotations: str | Path, images: str | Path, out: str | Path) -
         "convert lvis", path, src, out, split, names, entries, labels, partial, stats, {}
     )
     summary = {"split": split, **{k: stats[k] for k in COUNTS}, "splits": splits}
-    if missing:
-        LOGGER.warning(f"LVIS {split}: {len(missing)} listed images not found in {src}, left out (first: {missing[0]})")
-    for key in ("unknown category", "unknown image id"):
-        if stats[key]:
-            LOGGER.warning(f"LVIS {split}: {stats[key]} annotations with an {key} left out")
+    warn_left_out("LVIS", split, src, missing, stats)
     if stats["unknown listed category"]:
         LOGGER.warning(f"LVIS {split}: {stats['unknown listed category']} unknown category ids in images' "
                        "not_exhaustive_category_ids / neg_category_ids left out")
