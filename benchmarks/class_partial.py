@@ -10,7 +10,8 @@ validation on the complete shapes val set:
   class-partial  the merge as it is (the trainer turns the class-partial loss on from partial.json)
   complete       the same images with complete labels
 
-and, with --arms, half-complete (the even images, completely labelled), class-partial+teacher (the teacher mines
+and, with --arms, half-complete (the even images, completely labelled), complete+lists (the complete labels
+under the merge's class lists: what dropping the unasserted classes' background costs), class-partial+teacher (the teacher mines
 the classes an image does not assert: the positives the merge lacks) and class-partial+mined (the tool's own loop
 without a reviewer: `mine` the merge's training images with the class-partial model of the same seed, cut where its
 precision reaches mine's default target, `accept` every candidate unreviewed, and train class-partial again from
@@ -43,7 +44,10 @@ BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5
 ARMS = ("naive", "class-partial", "complete")
 # --arms only: a reference with as many labelled boxes as the merge (the even-numbered images with complete labels),
 # and class-partial training with the teacher mining the classes each image does not assert (the merge's missing boxes)
-EXTRA_ARMS = ("half-complete", "class-partial+teacher", "class-partial+mined", "class-partial+reviewed")
+# and complete+lists: the complete labels trained under the merge's class lists (what the lists' dropped background
+# terms cost when no positive is missing)
+EXTRA_ARMS = ("half-complete", "complete+lists", "class-partial+teacher", "class-partial+mined",
+              "class-partial+reviewed")
 REVIEW_PRECISION = 0.5  # the review arm's cut: a reviewer deletes about one candidate per box kept
 TRAIN_PARTIAL = "partial-train.json"  # the merge's partial.json without its val images (val is the complete set)
 
@@ -108,7 +112,34 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
                                         "val": str(root / full_cfg["val"])}, sort_keys=False))
     return {"naive": (str(bench), {"class_partial": False}), "class-partial": (str(bench), {}),
             "complete": (str(full), {}), "half-complete": (str(half), {}),
+            "complete+lists": (str(complete_with_lists(work, full, bench)), {}),
             "class-partial+teacher": (str(bench), {"teacher": True})}
+
+
+def complete_with_lists(work: Path, full: Path, bench: Path) -> Path:
+    """complete-lists.yaml: the merge's training images, laid out as in the merge so that its partial-train.json
+    applies, with their complete labels (every class's boxes); val is the complete val set."""
+    import shutil
+
+    import yaml
+
+    from yolo_partial.fileio import atomic_dir, link_image
+
+    out = work / "data" / "complete-lists"
+    if (out / "data.yaml").is_file():
+        return out / "data.yaml"
+    cfg, full_cfg = yaml.safe_load(bench.read_text()), yaml.safe_load(full.read_text())
+    full_labels = Path(full_cfg["path"]) / "labels" / "train"
+    with atomic_dir(out, {"made by": "benchmarks/class_partial.py complete+lists"}) as tmp:
+        for images in cfg["train"]:
+            (tmp / images).mkdir(parents=True)
+            (tmp / images.replace("images", "labels", 1)).mkdir(parents=True)
+            for im in sorted((bench.parent / images).iterdir()):
+                link_image(im.resolve(), tmp / images / im.name)
+                shutil.copyfile(full_labels / f"{im.stem}.txt", tmp / images.replace("images", "labels", 1) / f"{im.stem}.txt")
+        shutil.copyfile(bench.parent / cfg["partial"], tmp / cfg["partial"])
+        (tmp / "data.yaml").write_text(yaml.safe_dump({**cfg, "path": str(out)}, sort_keys=False))
+    return out / "data.yaml"
 
 
 def hidden_manifest(work: Path, full: str) -> Path:
