@@ -10,9 +10,9 @@ validation on the complete shapes val set:
   class-partial  the merge as it is (the trainer turns the class-partial loss on from partial.json)
   complete       the same images with complete labels
 
-and, with --arms, half-complete (the even images, completely labelled), complete+lists (the complete labels
-under the merge's class lists: what dropping the unasserted classes' background costs), class-partial+teacher (the teacher mines
-the classes an image does not assert: the positives the merge lacks) and class-partial+mined (the tool's own loop
+and, with --arms, half-complete (the even images, completely labelled), complete+lists (the complete labels under
+the merge's class lists: what dropping the unasserted classes' background costs), class-partial+teacher (the teacher
+mines the classes an image does not assert: the positives the merge lacks) and class-partial+mined (the tool's own loop
 without a reviewer: `mine` the merge's training images with the class-partial model of the same seed, cut where its
 precision reaches mine's default target, `accept` every candidate unreviewed, and train class-partial again from
 scratch on the result; the merge's missing boxes serve as the hidden manifest that calibrates the cut, standing for
@@ -132,11 +132,12 @@ def complete_with_lists(work: Path, full: Path, bench: Path) -> Path:
     full_labels = Path(full_cfg["path"]) / "labels" / "train"
     with atomic_dir(out, {"made by": "benchmarks/class_partial.py complete+lists"}) as tmp:
         for images in cfg["train"]:
+            labels = tmp / images.replace("images", "labels", 1)
             (tmp / images).mkdir(parents=True)
-            (tmp / images.replace("images", "labels", 1)).mkdir(parents=True)
+            labels.mkdir(parents=True)
             for im in sorted((bench.parent / images).iterdir()):
                 link_image(im.resolve(), tmp / images / im.name)
-                shutil.copyfile(full_labels / f"{im.stem}.txt", tmp / images.replace("images", "labels", 1) / f"{im.stem}.txt")
+                shutil.copyfile(full_labels / f"{im.stem}.txt", labels / f"{im.stem}.txt")
         shutil.copyfile(bench.parent / cfg["partial"], tmp / cfg["partial"])
         (tmp / "data.yaml").write_text(yaml.safe_dump({**cfg, "path": str(out)}, sort_keys=False))
     return out / "data.yaml"
