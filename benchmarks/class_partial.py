@@ -47,7 +47,8 @@ ARMS = ("naive", "class-partial", "complete")
 # and class-partial training with the teacher mining the classes each image does not assert (the merge's missing boxes)
 # and complete+lists: the complete labels trained under the merge's class lists (what the lists' dropped background
 # terms cost when no positive is missing)
-# and class-partial+teacher-fixed: the teacher with a fixed tau_hi of TEACHER_FIXED_HI for every class
+# and class-partial+teacher-fixed: the teacher with fixed thresholds, tau_hi TEACHER_FIXED_HI and tau_lo 0.05 (the
+# calibrated rule's floor, where it sat), for every class
 EXTRA_ARMS = ("half-complete", "complete+lists", "class-partial+teacher", "class-partial+teacher-fixed",
               "class-partial+mined", "class-partial+reviewed")
 # On the merge at 40 epochs the recall rule puts tau_hi at its 0.9 cap for most classes (the labelled boxes it
@@ -122,7 +123,7 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
             "class-partial+teacher": (str(bench), {"teacher": True}),
             "class-partial+teacher-fixed": (str(hidden_manifest(work, str(full))),  # logs teacher_hit_share
                                             {"teacher": True, "teacher_calib": "fixed",
-                                             "teacher_hi": TEACHER_FIXED_HI})}
+                                             "teacher_hi": TEACHER_FIXED_HI, "teacher_lo": 0.05})}
 
 
 def complete_with_lists(work: Path, full: Path, bench: Path) -> Path:
