@@ -144,6 +144,48 @@ def test_loss_value_matches_reference(net):
     assert items["cls_loss"] < stock["cls_loss"]
 
 
+def test_reweight_matches_reference(net):
+    """partial_reweight=True: each class's kept background elements scaled by (anchors outside ignore boxes) / (those
+    where the class is known), capped at 10; positives and dropped elements as without it; off = the plain loss."""
+    batch = _batch(net.img)
+    _, items = _loss(net, class_partial=True, partial_reweight=True)(net.preds, batch)
+    _, plain = _loss(net, class_partial=True, partial_reweight=False)(net.preds, _batch(net.img))
+    a = _loss(net).assign(net.preds, batch)
+    known, _, ignored = _expected()
+    kept = known & ~ignored[..., None]
+    n_all = float((~ignored).sum())  # 3 images x 84 anchors - 6 in the ignore box
+    assert n_all == 3 * 84 - 6
+    scale = []
+    for c in range(NC):  # counted class by class, independently of background_weights' broadcasting
+        n_c = float(kept[..., c].sum())
+        scale.append(min(max(n_all / n_c, 1.0), 10.0))
+    elem = F.binary_cross_entropy_with_logits(a.pred_scores, a.target_scores, reduction="none")
+    bg = a.target_scores <= 0
+    for c in range(NC):
+        elem[..., c] = torch.where(kept[..., c] & bg[..., c], elem[..., c] * scale[c], elem[..., c])
+    elem = elem.masked_fill((~known | ignored[..., None]) & bg, 0.0)
+    ref = elem.sum() / a.target_scores.sum().clamp(min=1) * DEFAULT_CFG_DICT["cls"]
+    torch.testing.assert_close(items["cls_loss"], ref, rtol=1e-6, atol=0)
+    assert scale[0] < scale[1] and all(s > 1 for s in scale)  # class 1 is known on the fewest anchors
+    assert items["cls_loss"] > plain["cls_loss"]
+    assert torch.equal(items["box_loss"], plain["box_loss"]) and torch.equal(items["dfl_loss"], plain["dfl_loss"])
+
+
+def test_reweight_is_one_where_every_class_is_known():
+    """A batch that asserts every class everywhere (a fully labelled one) keeps every factor at 1."""
+    from yolo_partial.losses.class_partial import background_weights
+
+    known = torch.ones(2, 10, NC, dtype=torch.bool)
+    ignored = torch.zeros(2, 10, dtype=torch.bool)
+    ignored[0, :3] = True
+    targets = torch.zeros(2, 10, NC)
+    assert torch.equal(background_weights(known, ignored, targets), torch.ones(2, 10, NC))
+    known[1, :, 2] = False  # class 2 known on 7 of 17 anchors outside the ignore box
+    w = background_weights(known, ignored, targets)
+    assert torch.allclose(w[0, 3:, 2], torch.full((7,), 17 / 7)) and torch.equal(w[1, :, 2], torch.ones(10))
+    assert torch.equal(w[..., :2], torch.ones(2, 10, 2))
+
+
 def test_image_lists_per_point():
     """The per-point lookup on its own: half-open tile edges, the all-tiles fallback, and no tile at all."""
     batch = _batch(None)
