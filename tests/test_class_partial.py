@@ -184,6 +184,11 @@ def test_reweight_is_one_where_every_class_is_known():
     w = background_weights(known, ignored, targets)
     assert torch.allclose(w[0, 3:, 2], torch.full((7,), 17 / 7)) and torch.equal(w[1, :, 2], torch.ones(10))
     assert torch.equal(w[..., :2], torch.ones(2, 10, 2))
+    # half precision (AMP): 16 images x 8400 anchors overflow float16 as a count, not as a factor
+    known = torch.ones(16, 8400, NC, dtype=torch.bool)
+    known[8:, :, 0] = False
+    w = background_weights(known, torch.zeros(16, 8400, dtype=torch.bool), torch.zeros(16, 8400, NC).half())
+    assert w.dtype == torch.float16 and torch.equal(w[:8, :, 0], torch.full((8, 8400), 2.0).half())
 
 
 def test_image_lists_per_point():

@@ -199,9 +199,8 @@ def background_weights(known: torch.Tensor, ignored: torch.Tensor, targets: torc
         targets (torch.Tensor): (B, A, C) classification targets.
     """
     kept = known & ~ignored[..., None]
-    n_kept = kept.flatten(0, 1).sum(0).to(targets.dtype)  # (C,)
-    n_all = (~ignored).sum().to(targets.dtype)
-    scale = (n_all / n_kept.clamp(min=1)).clamp(1.0, REWEIGHT_MAX)
+    n_kept = kept.flatten(0, 1).sum(0).float()  # (C,); counts in float32: a batch's anchors overflow half precision
+    scale = ((~ignored).sum().float() / n_kept.clamp(min=1)).clamp(1.0, REWEIGHT_MAX).to(targets.dtype)
     return torch.where(kept & (targets <= 0), scale, torch.ones_like(targets))
 
 
