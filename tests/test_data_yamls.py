@@ -83,3 +83,18 @@ def test_download_voc_then_split(tmp_path, monkeypatch, devkit):  # noqa: F811
     # the devkit's only multi-box train image keeps 1 of its 2 known-class boxes under hard
     assert manifest.summary["removed"] == 1
     assert download_dataset("voc-hard") == root and len(fetched) == 3  # present: nothing fetched again
+
+
+def test_ultralytics_dataset_missing_offline_is_refused(tmp_path, monkeypatch):
+    """Offline, Ultralytics' own coco8.yaml without its images on this machine is a one-line error, not a download
+    attempt; with the images in place it is left for Ultralytics to resolve."""
+    import ultralytics.utils
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setattr(ultralytics.utils, "DATASETS_DIR", tmp_path)
+    with pytest.raises(PartialDataError, match=r"data=coco8.yaml: Ultralytics' train images are not on this machine "
+                                               r".*nothing is downloaded"):
+        resolve_data("coco8.yaml")
+    for split in ("train", "val"):
+        (tmp_path / "coco8" / "images" / split).mkdir(parents=True)
+    assert resolve_data("coco8.yaml") == "coco8.yaml"

@@ -83,7 +83,11 @@ def resolve_data(data: str | None) -> str:
         raise PartialDataError(f"data={data} is not a data YAML: expected a dataset YAML (path, train, val, names) such as "
                                f"data/shapes.yaml, or a shipped name")
     path = find_data_yaml(data)
-    if isinstance(path, str):  # one of Ultralytics' own names
+    if isinstance(path, str):  # one of Ultralytics' own names, resolved and (online) fetched by Ultralytics
+        from .offline import offline
+
+        if offline():
+            check_ultralytics_dataset(path)
         return path
     cfg = load_yaml(path, "data YAML")
     if cfg.get("generator") == "shapes":
@@ -92,6 +96,24 @@ def resolve_data(data: str | None) -> str:
         raise PartialDataError(f"{path}: unknown generator '{cfg['generator']}': expected 'shapes'")
     check_image_sources(path, cfg)
     return str(path)
+
+
+def check_ultralytics_dataset(name: str) -> None:
+    """Offline, a one-line error when the images of Ultralytics' own dataset `name` (e.g. coco8.yaml) are not on this
+    machine: Ultralytics would try to download them."""
+    from ultralytics.utils.checks import check_file
+
+    yaml_path = Path(check_file(name, download=False, hard=False))
+    cfg = load_yaml(yaml_path, "data YAML")
+    root = dataset_root(yaml_path, cfg)
+    for split in ("train", "val"):
+        for src in cfg.get(split) if isinstance(cfg.get(split), list) else [cfg.get(split)]:
+            p = Path(src) if src and Path(src).is_absolute() else root / str(src or "")
+            if not src or not p.exists():
+                raise PartialDataError(
+                    f"data={name}: Ultralytics' {split} images are not on this machine ({p}) and offline "
+                    f"(YOLO_OFFLINE=1, yolo-partial's default) nothing is downloaded: expected a local dataset, or "
+                    f"YOLO_OFFLINE=0 once so that Ultralytics fetches it")
 
 
 def dataset_file(data_yaml: str | Path, key: str, expected: str) -> Path | None:
