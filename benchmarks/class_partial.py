@@ -11,13 +11,14 @@ validation on the complete shapes val set:
   complete       the same images with complete labels
 
 and, with --arms, half-complete (the even images, completely labelled), complete+lists (the complete labels under
-the merge's class lists: what dropping the unasserted classes' background costs), class-partial+teacher (the teacher
-mines the classes an image does not assert: the positives the merge lacks; class-partial+teacher-fixed with a fixed
-tau_hi) and class-partial+mined (the tool's own loop
-without a reviewer: `mine` the merge's training images with the class-partial model of the same seed, cut where its
-precision reaches mine's default target, `accept` every candidate unreviewed, and train class-partial again from
-scratch on the result; the merge's missing boxes serve as the hidden manifest that calibrates the cut, standing for
-the small fully checked sample a user calibrates on) and class-partial+reviewed (the same loop with a review: the cut
+the merge's class lists: what dropping the unasserted classes' background costs), class-partial+reweight (the loss
+with partial_reweight=True, which scales the remaining background terms back), class-partial+teacher (the teacher
+mines the classes an image does not assert: the positives the merge lacks; class-partial+teacher-fixed with fixed
+thresholds, tau_hi TEACHER_FIXED_HI and tau_lo at the calibrated rule's 0.05 floor) and class-partial+mined (the
+tool's own loop without a reviewer: `mine` the merge's training images with the class-partial model of the same
+seed, cut where its precision reaches mine's default target, `accept` every candidate unreviewed, and train
+class-partial again from scratch on the result; the merge's missing boxes serve as the hidden manifest that
+calibrates the cut, standing for the small fully checked sample a user calibrates on) and class-partial+reviewed (the same loop with a review: the cut
 at REVIEW_PRECISION, and a perfect reviewer who keeps the candidates that are real and deletes the others).
 
 gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
@@ -43,14 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 GROUPS = ((0, 1, 2), (3, 4, 5))  # source k labels these classes, on training images k, k + 2, k + 4, ...
 BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5, "batch": 16, "device": "cpu"}
 ARMS = ("naive", "class-partial", "complete")
-# --arms only: a reference with as many labelled boxes as the merge (the even-numbered images with complete labels),
-# and class-partial training with the teacher mining the classes each image does not assert (the merge's missing boxes)
-# and complete+lists: the complete labels trained under the merge's class lists (what the lists' dropped background
-# terms cost when no positive is missing)
-# and class-partial+teacher-fixed: the teacher with fixed thresholds, tau_hi TEACHER_FIXED_HI and tau_lo 0.05 (the
-# calibrated rule's floor, where it sat), for every class
-# and class-partial+reweight: the class-partial loss with partial_reweight=True (complete+lists at 40 epochs, seed 0,
-# lost 3.4 points against complete labels: the dropped terms' negative weight, which the reweighting restores)
 EXTRA_ARMS = ("half-complete", "complete+lists", "class-partial+reweight", "class-partial+teacher",
               "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed")
 # On the merge at 40 epochs the recall rule puts tau_hi at its 0.9 cap for most classes (the labelled boxes it

@@ -65,15 +65,14 @@ def with_hidden(batch: dict, manifest) -> dict:
 
 
 def asserted_classes(lists, im_files: list[str], nc: int) -> torch.Tensor:
-    """(B, C) bool: the classes each image asserts everywhere (labelled exhaustively or verified absent); a merge has
-    no ignore regions, and without mosaic an image's lists hold at every point of it."""
+    """(B, C) bool: the classes whose teacher boxes training drops in each image, its lists' explicit classes (as
+    `class_partial.drop_asserted` reads them from the tiles); a merge has no ignore regions, and without mosaic an
+    image's lists hold at every point of it."""
     out = torch.zeros(len(im_files), nc, dtype=torch.bool)
     for i, f in enumerate(im_files):
         entry = lists.for_image(f)
-        if entry is None:  # fully labelled
-            out[i] = True
-            continue
-        out[i, sorted(set(range(nc)) if entry.labeled is None else entry.labeled | entry.negative)] = True
+        if entry is not None:  # an image without an entry names no class explicitly
+            out[i] = torch.from_numpy(entry.explicit(nc))
     return out
 
 

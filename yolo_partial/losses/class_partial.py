@@ -244,8 +244,8 @@ class ClassPartial(Method):
         "partial_eval": flag("val: partial-aware (federated, ignore-box) mAP beside Ultralytics' mAP when the partial: "
                              "file lists val images; best.pt chosen by it", default=True),
         "partial_reweight": flag("class-partial loss: scale each class's remaining background terms by the batch's "
-                                 "anchors over those where the class is asserted (at most 10x), restoring the "
-                                 "negative weight that the dropped terms take away"),
+                                 f"anchors over those where the class is asserted (at most {REWEIGHT_MAX:g}x), "
+                                 "restoring the negative weight that the dropped terms take away"),
     }
     NAME = "class_partial"
     SWITCH = "class_partial"
