@@ -107,13 +107,12 @@ def check_ultralytics_dataset(name: str) -> None:
     cfg = load_yaml(yaml_path, "data YAML")
     root = dataset_root(yaml_path, cfg)
     for split in ("train", "val"):
-        for src in cfg.get(split) if isinstance(cfg.get(split), list) else [cfg.get(split)]:
-            p = Path(src) if src and Path(src).is_absolute() else root / str(src or "")
-            if not src or not p.exists():
-                raise PartialDataError(
-                    f"data={name}: Ultralytics' {split} images are not on this machine ({p}) and offline "
-                    f"(YOLO_OFFLINE=1, yolo-partial's default) nothing is downloaded: expected a local dataset, or "
-                    f"YOLO_OFFLINE=0 once so that Ultralytics fetches it")
+        missing = [p for p in split_sources(cfg, root, split) if not p.exists()] if cfg.get(split) else [root]
+        if missing:
+            raise PartialDataError(
+                f"data={name}: Ultralytics' {split} images are not on this machine ({missing[0]}) and offline "
+                f"(YOLO_OFFLINE=1, yolo-partial's default) nothing is downloaded: expected a local dataset, or "
+                f"YOLO_OFFLINE=0 once so that Ultralytics fetches it")
 
 
 def dataset_file(data_yaml: str | Path, key: str, expected: str) -> Path | None:
@@ -145,6 +144,12 @@ def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
     return root
 
 
+def split_sources(cfg: dict[str, Any], root: Path, split: str) -> list[Path]:
+    """The image folders or list files of a data YAML's `split` (one or a list), relative ones under `root`."""
+    sources = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
+    return [Path(src) if Path(src).is_absolute() else root / src for src in sources]
+
+
 def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
     """Raise a one-line error when the data YAML's class list is missing, empty or disagrees with its nc, or a train/val
     image source does not exist."""
@@ -153,9 +158,7 @@ def check_image_sources(yaml_path: Path, cfg: dict[str, Any]) -> None:
     for split in ("train", "val"):
         if split not in cfg:
             raise PartialDataError(f"{yaml_path}: missing '{split}': expected an image folder or list file")
-        sources = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
-        for src in sources:
-            p = Path(src) if Path(src).is_absolute() else root / src
+        for p in split_sources(cfg, root, split):
             empty = p.is_dir() and not any_image(p)
             if cfg.get("obtain") and (empty or not p.exists()):  # the YAML's one-line recipe, e.g. DUSIA's
                 recipe = str(cfg["obtain"]).replace("{root}", str(root))
