@@ -19,10 +19,13 @@ tool's own loop without a reviewer: `mine` the merge's training images with the 
 seed, cut where its precision reaches mine's default target, `accept` every candidate unreviewed, and train
 class-partial again from scratch on the result; the merge's missing boxes serve as the hidden manifest that
 calibrates the cut, standing for the small fully checked sample a user calibrates on) and class-partial+reviewed (the same loop with a review: the cut
-at REVIEW_PRECISION, and a perfect reviewer who keeps the candidates that are real and deletes the others).
+at REVIEW_PRECISION, and a perfect reviewer who keeps the candidates that are real and deletes the others);
+class-partial+reweight+reviewed is that reviewed loop with partial_reweight=True in both rounds (ROUND_TWO).
 
 gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
-Each finished run is saved as runs/<name>.json, so an interrupted benchmark continues where it stopped.
+Each finished run is saved as runs/<name>.json and, with its score figures, committed under RECORDS, so an
+interrupted benchmark continues where it stopped, on this machine or another (a record is found by its name: the arm,
+the budget's epochs and the seed).
 
 Usage:
   python benchmarks/class_partial.py [--seeds 0 1 2] [--epochs 15] [--out benchmarks/results/class_partial.md]
@@ -45,13 +48,37 @@ GROUPS = ((0, 1, 2), (3, 4, 5))  # source k labels these classes, on training im
 BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5, "batch": 16, "device": "cpu"}
 ARMS = ("naive", "class-partial", "complete")
 EXTRA_ARMS = ("half-complete", "complete+lists", "class-partial+reweight", "class-partial+teacher",
-              "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed")
+              "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed",
+              "class-partial+reweight+reviewed")
+ROUND_TWO = {  # arm -> (the arm whose model of the same seed mines the merge, review?, train keys of round 2)
+    "class-partial+mined": ("class-partial", False, {}),
+    "class-partial+reviewed": ("class-partial", True, {}),
+    "class-partial+reweight+reviewed": ("class-partial+reweight", True, {"partial_reweight": True}),
+}
 # On the merge at 40 epochs the recall rule puts tau_hi at its 0.9 cap for most classes (the labelled boxes it
 # calibrates on were trained as positives and score higher than the missing ones): 0.26 positives per image, 99 %
 # right, where an image lacks 1.95 boxes. Replayed on that teacher (teacher_stages.py), 0.5 gives 0.80, 97 % right.
 TEACHER_FIXED_HI = 0.5
 REVIEW_PRECISION = 0.5  # the review arm's cut: a reviewer deletes about one candidate per box kept
 TRAIN_PARTIAL = "partial-train.json"  # the merge's partial.json without its val images (val is the complete set)
+RECORDS = REPO / "benchmarks" / "results" / "class_partial_records"  # finished runs' figures, committed
+
+
+def cached(work: Path, file: str) -> dict | None:
+    """A finished run's saved figures (runs/<file> in the work folder, else the committed record), or None."""
+    for path in (work / "runs" / file, RECORDS / file):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
+def save(work: Path, file: str, figures: dict) -> None:
+    """Write a finished run's figures to the work folder and to the committed records, atomically."""
+    from yolo_partial.fileio import write_text_atomic
+
+    for folder in (work / "runs", RECORDS):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / file, json.dumps(figures, indent=1))
 
 
 def make_sources(full_yaml: Path, work: Path) -> list[Path]:
@@ -230,20 +257,20 @@ def mined_dataset(work: Path, model: Path, full: str, budget: dict, review: bool
     return str(out / "data.yaml"), {f"mined {k}": cal[k] for k in ("threshold", "candidates", "precision", "recall")}
 
 
-def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str) -> dict:
-    """Train (or resume) one arm unless its result exists, evaluate best.pt on the complete val set -> the result dict."""
-    done = work / "runs" / f"{name}.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    from yolo_partial.fileio import write_text_atomic
+def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str, extra: dict) -> dict:
+    """Train (or resume) one arm unless its result exists, evaluate best.pt on the complete val set -> the result dict
+    (with `extra`, the figures of a mined list the arm trained on)."""
+    done = cached(work, f"{name}.json")
+    if done is not None:
+        return done
     from yolo_partial.reproduce import evaluate, train_row
 
     t0 = time.time()
     best = train_row(work / "runs", name, {**budget, "data": data, "seed": seed, "plots": False, "val": False,
                                            "workers": 2, **keys})  # resumes a run interrupted mid-training
-    result = {"name": name, "seed": seed, "keys": keys, "train_s": round(time.time() - t0, 1)}
+    result = {"name": name, "seed": seed, "keys": keys, "train_s": round(time.time() - t0, 1), **extra}
     result.update(evaluate(best, {**budget, "data": full}))
-    write_text_atomic(done, json.dumps(result, indent=1))
+    save(work, f"{name}.json", result)
     return result
 
 
@@ -253,14 +280,12 @@ def score_stats(work: Path, name: str, full: str, budget: dict) -> dict:
     of objects found at Ultralytics' predict threshold conf=0.25 (`recall@0.25`), in percent. mAP ranks detections
     per class, so a uniform suppression of a class's scores (false background everywhere) barely moves it; these show it.
     """
-    done = work / "runs" / f"{name}.scores.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    done = cached(work, f"{name}.scores.json")
+    if done is not None:
+        return done
     import numpy as np
     import yaml
     from ultralytics import YOLO
-
-    from yolo_partial.fileio import write_text_atomic
 
     cfg = yaml.safe_load(Path(full).read_text())
     val = Path(cfg["path"]) / cfg["val"]
@@ -282,7 +307,7 @@ def score_stats(work: Path, name: str, full: str, budget: dict) -> dict:
         best += np.where(ok, ps[None], 0.0).max(1, initial=0.0).tolist()
     best = np.array(best)
     out = {"object score": 100 * float(best.mean()), "recall@0.25": 100 * float((best >= 0.25).mean())}
-    write_text_atomic(done, json.dumps(out, indent=1))
+    save(work, f"{name}.scores.json", out)
     return out
 
 
@@ -329,7 +354,8 @@ def report(results: dict[tuple[str, int], dict], seeds: list[int], budget: dict,
         g = [(results[(arm, s)]["val mAP50"] - n) / (f - n) for s, _, n, _, f in gaps if (arm, s) in results and f != n]
         if g:
             lines.append(f"\nGap closed by {arm}: {mean_std(g, '.2f')}{n_seeds(g)}.")
-    for arm, how in (("class-partial+mined", "accepted unreviewed"), ("class-partial+reviewed", "reviewed")):
+    for arm in ROUND_TWO:
+        how = "reviewed" if ROUND_TWO[arm][1] else "accepted unreviewed"
         mined = [r for (a, s), r in results.items() if a == arm and s in seeds]
         if mined:
             cells = {k: mean_std([100 * r[f"mined {k}"] for r in mined]) for k in ("precision", "recall")}
@@ -375,13 +401,18 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{arm}{tag}-s{seed}"
         data, keys = sets[arm] if arm in sets else (None, {})
         extra = {}
-        if arm in ("class-partial+mined", "class-partial+reviewed"):  # round 2 of this seed's class-partial model
-            if ("class-partial", seed) not in results:
-                record("class-partial", seed)
-            model = work / "runs" / f"class-partial{tag}-s{seed}" / "weights" / "best.pt"
-            data, extra = mined_dataset(work, model, full, budget, review=arm.endswith("reviewed"))
-        results[(arm, seed)] = {**run(work, name, data, keys, seed, budget, full),
-                                **score_stats(work, name, full, budget), **extra}
+        if arm in ROUND_TWO:
+            first, review, keys = ROUND_TWO[arm]
+            if cached(work, f"{name}.json") is None:  # round 2 of this seed's round-1 model
+                if (first, seed) not in results:
+                    record(first, seed)
+                model = work / "runs" / f"{first}{tag}-s{seed}" / "weights" / "best.pt"
+                if not model.is_file():  # a record committed elsewhere carries figures, not weights
+                    sys.exit(f"{model}: {arm} mines with this model, whose record exists without it; delete "
+                             f"{RECORDS / f'{first}{tag}-s{seed}.json'} to train it again here")
+                data, extra = mined_dataset(work, model, full, budget, review=review)
+        results[(arm, seed)] = {**run(work, name, data, keys, seed, budget, full, extra),
+                                **score_stats(work, name, full, budget)}
         a.out.parent.mkdir(parents=True, exist_ok=True)  # rewritten after every run: partial results are on disk
         a.out.write_text(report(results, a.seeds, budget, cmd.strip(), (time.time() - t0) / 60))
 
@@ -390,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
             record(arm, seed)
     for seed in a.seeds:  # runs of the other arms finished earlier join the table
         for arm in (*ARMS, *EXTRA_ARMS):
-            if (arm, seed) not in results and (work / "runs" / f"{arm}{tag}-s{seed}.json").is_file():
+            if (arm, seed) not in results and cached(work, f"{arm}{tag}-s{seed}.json") is not None:
                 record(arm, seed)
     print(a.out.read_text())
 

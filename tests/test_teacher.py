@@ -514,8 +514,10 @@ def test_no_gradient_reaches_the_teacher(models):
     teacher = trainer.ema.ema
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_hi": 0.02, "teacher_lo": 0.01,
-                                       "teacher_calib": "fixed", "teacher_classes": "any"}))  # fmt: skip
-    batch = t.preprocess_batch(_random_batch(), trainer)  # every class scores ~0.1 everywhere: 'sure' makes no positive
+                                       "teacher_calib": "fixed", "teacher_classes": "any",
+                                       "teacher_unmatched": math.inf}))  # fmt: skip
+    # every class scores ~0.1 everywhere: 'sure' makes no positive, and the bound would demote every invented one
+    batch = t.preprocess_batch(_random_batch(), trainer)
     assert len(batch[POS]) > 0 and not batch[POS].requires_grad and not batch["img"].requires_grad
     crit = criterion(model, teacher=True)
     model.zero_grad()
@@ -525,6 +527,28 @@ def test_no_gradient_reaches_the_teacher(models):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     model.zero_grad()
+
+
+@pytest.mark.parametrize("calib", ["fixed", "recall"])
+def test_batch_bound_holds_for_both_threshold_rules(models, calib):
+    """An untrained teacher scoring ~0.1 everywhere passes tau_hi 0.02 on boxes that match no label: the per-batch
+    bound demotes them all to uncertain boxes with fixed thresholds as with calibrated ones (before the first
+    calibration those are teacher_hi / teacher_lo); teacher_unmatched=inf (as the command line gives it) lifts it."""
+    from copy import deepcopy
+
+    model = deepcopy(models["yolov8n.yaml"])
+    with torch.no_grad():
+        for m in model.model[-1].cv3:
+            m[-1].bias.fill_(-2.0)
+    keys = {**METHOD_DEFAULTS, "teacher": True, "teacher_hi": 0.02, "teacher_lo": 0.01, "teacher_calib": calib,
+            "teacher_classes": "any"}
+    batch = _random_batch()
+    bounded = Teacher.from_args(method_args(keys)).preprocess_batch(
+        {k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=5))
+    free = Teacher.from_args(method_args({**keys, "teacher_unmatched": "inf"})).preprocess_batch(
+        {k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=5))
+    assert len(free[POS]) > 0  # without the bound, the invented boxes are positives
+    assert len(bounded[POS]) == 0 and len(bounded[UNC]) == len(free[POS]) + len(free[UNC])
 
 
 def test_own_ema_follows_steps_and_restarts_with_ultralytics_ema(models):
@@ -655,7 +679,9 @@ def test_train_yolo26_mines_from_the_first_epoch(shapes_data, tmp_path):
     yolo = YOLO("yolo26n.yaml")
     yolo.train(trainer=PartialDetectionTrainer, data=str(shapes_data), project=str(tmp_path), name="e2e", epochs=1,
                **TINY, teacher=True, teacher_warmup=0, teacher_calib="fixed", teacher_hi=0.0012, teacher_lo=0.001,
-               teacher_classes="any")  # an untrained head scores every class alike: 'sure' would make no positive  # fmt: skip
+               teacher_classes="any", teacher_unmatched="inf")  # fmt: skip
+    # an untrained head scores every class alike ('sure' would make no positive) and matches no label (the bound would
+    # demote every positive)
     import pandas as pd
 
     df = pd.read_csv(yolo.trainer.csv)

@@ -8,6 +8,7 @@ validates values: one-line errors naming the key and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 from .errors import PartialConfigError
@@ -45,6 +46,8 @@ def coerce(name: str, value: Any) -> Any:
             value = value.lower() == "true"
         good = isinstance(value, bool)
     elif key.kind is float:
+        if isinstance(value, str) and value.lower() in {"inf", "+inf"}:  # key=inf on the command line
+            value = math.inf
         good = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if good else value
     elif key.kind is int:
