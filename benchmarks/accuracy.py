@@ -118,8 +118,10 @@ CODE_EQUIVALENT = (
     # thresholds too (a change for teacher_calib=fixed only). `equivalence.py --base 4c2a336 --rows teacher
     # teacher+bpr-obj teacher+bpr-obj-fixed --model <40-epoch extreme model> --epochs 2`: the recall rows identical
     # (mining in epoch 2: 1.3 and 3.5 uncertain boxes per image, 0.01 positives), the fixed row different
-    ("02cac439da1ee56736776416b0957f5879c72f46", "d612db8328269f5d2e1b63380f316c6ea44f7c34", {"teacher_calib": "recall"}),
-    ("13da53f9c5df7e226ce79c97b6eda2d967705792", "9659a40205087e9cc66f33ff5a0b19f7387848d5", {"teacher_calib": "recall"}),
+    ("02cac439da1ee56736776416b0957f5879c72f46", "d612db8328269f5d2e1b63380f316c6ea44f7c34",
+     {"teacher_calib": "recall"}),
+    ("13da53f9c5df7e226ce79c97b6eda2d967705792", "9659a40205087e9cc66f33ff5a0b19f7387848d5",
+     {"teacher_calib": "recall"}),
 )
 
 

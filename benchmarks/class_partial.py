@@ -11,10 +11,11 @@ validation on the complete shapes val set:
   complete       the same images with complete labels
 
 and, with --arms, half-complete (the even images, completely labelled), complete+lists (the complete labels under
-the merge's class lists: what dropping the unasserted classes' background costs), class-partial+reweight (the loss
-with partial_reweight=True, which scales the remaining background terms back), class-partial+teacher (the teacher
-mines the classes an image does not assert: the positives the merge lacks; class-partial+teacher-fixed with fixed
-thresholds, tau_hi TEACHER_FIXED_HI and tau_lo at the calibrated rule's 0.05 floor) and class-partial+mined (the
+the merge's class lists: what dropping the unasserted classes' background costs; complete+lists+reweight the same
+with partial_reweight=True: whether the reweighted loss is unbiased once no positive is missing),
+class-partial+reweight (the loss with partial_reweight=True, which scales the remaining background terms back),
+class-partial+teacher (the teacher mines the classes an image does not assert: the positives the merge lacks;
+class-partial+teacher-fixed with fixed thresholds, tau_hi TEACHER_FIXED_HI and tau_lo at the calibrated rule's 0.05 floor) and class-partial+mined (the
 tool's own loop without a reviewer: `mine` the merge's training images with the class-partial model of the same
 seed, cut where its precision reaches mine's default target, `accept` every candidate unreviewed, and train
 class-partial again from scratch on the result; the merge's missing boxes serve as the hidden manifest that
@@ -47,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 GROUPS = ((0, 1, 2), (3, 4, 5))  # source k labels these classes, on training images k, k + 2, k + 4, ...
 BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5, "batch": 16, "device": "cpu"}
 ARMS = ("naive", "class-partial", "complete")
-EXTRA_ARMS = ("half-complete", "complete+lists", "class-partial+reweight", "class-partial+teacher",
+EXTRA_ARMS = ("half-complete", "complete+lists", "complete+lists+reweight", "class-partial+reweight", "class-partial+teacher",
               "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed",
               "class-partial+reweight+reviewed")
 ROUND_TWO = {  # arm -> (the arm whose model of the same seed mines the merge, review?, train keys of round 2)
@@ -142,6 +143,7 @@ def datasets(work: Path) -> dict[str, tuple[str, dict]]:
     return {"naive": (str(bench), {"class_partial": False}), "class-partial": (str(bench), {}),
             "complete": (str(full), {}), "half-complete": (str(half), {}),
             "complete+lists": (str(complete_with_lists(work, full, bench)), {}),
+            "complete+lists+reweight": (str(complete_with_lists(work, full, bench)), {"partial_reweight": True}),
             "class-partial+reweight": (str(bench), {"partial_reweight": True}),
             "class-partial+teacher": (str(bench), {"teacher": True}),
             "class-partial+teacher-fixed": (str(hidden_manifest(work, str(full))),  # logs teacher_hit_share
