@@ -272,7 +272,7 @@ def paired(results: list[dict]):
 def markdown(agg, rows: list[str]) -> str:
     """One line per row, variants side by side: mAP50, its paired difference to the baseline, gap closed, hidden
     recall / AP50, as mean ± std (n seeds)."""
-    variants = [v for v in dict.fromkeys(v for v, _ in agg.index) if v != "full"]
+    variants = [v for v in VARIANTS if v in {v for v, _ in agg.index}]  # in a fixed order, whatever ran first
     head = "| method | " + " | ".join(f"{v}: mAP50 | {v}: vs baseline | {v}: gap closed | {v}: hidden recall / AP50"
                                      for v in variants) + " |"
     lines = [head, "|---|" + "---|" * (4 * len(variants))]
@@ -419,25 +419,26 @@ def main(argv: list[str] | None = None) -> None:
             for row in rows:
                 for v in ("full",) if row == "baseline-full" else a.variants:
                     get(row, v, seed)
-    else:
-        # 1. ablation: hard, seed 0
-        for row in ("baseline-full", "baseline", *ABLATION):
-            get(row, "hard", 0)
-        # 2. main table
-        for seed in a.seeds:
-            get("baseline-full", "full", seed)
-            for v in VARIANTS:
-                for row in main_rows:
-                    get(row, v, seed)
-        for seed in a.seeds:
-            for row, variants in FURTHER.items():
-                for v in variants:
-                    get(row, v, seed)
+        # the tables cover every recorded run, not only this invocation's rows and seeds (they overwrite the results)
+        a.report, a.seeds = True, list(SEEDS)
+    # 1. ablation: hard, seed 0
+    for row in ("baseline-full", "baseline", *ABLATION):
+        get(row, "hard", 0)
+    # 2. main table
+    for seed in a.seeds:
+        get("baseline-full", "full", seed)
+        for v in VARIANTS:
+            for row in main_rows:
+                get(row, v, seed)
+    for seed in a.seeds:
+        for row, variants in FURTHER.items():
+            for v in variants:
+                get(row, v, seed)
     df, agg = paired([r for r in saved.values()])
     gaps = agg[("gap closed", "mean")].drop(index="baseline", level="row", errors="ignore")
     gaps = gaps[gaps.index.get_level_values("row").isin(singles)].groupby(level="row").mean()
     combo = "combo:" + "+".join(gaps.nlargest(2).index.tolist()) if len(gaps) >= 2 else None
-    if combo and not a.main_only:
+    if combo:  # trained only by a whole-suite invocation (a main-only one reads it, as --report does)
         for seed in a.seeds:
             for v in VARIANTS:
                 get(combo, v, seed)
