@@ -1,0 +1,49 @@
+"""benchmarks/accuracy.py's run identity: which code and settings a record stands for, and CODE_EQUIVALENT."""
+
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import accuracy  # noqa: E402
+
+
+@pytest.fixture
+def fake_data(monkeypatch, tmp_path):
+    """A data YAML path whose label hash is fixed (settings_hash reads only its name and that hash)."""
+    monkeypatch.setattr(accuracy, "labels_sha1", lambda data: "labels")
+    return str(tmp_path / "shapes-extreme-s0" / "data.yaml")
+
+
+def test_code_hash_covers_core_and_enabled_methods_only():
+    assert accuracy.code_hash({}) == accuracy.code_hash({"teacher": False})  # no method on: no file of ours
+    teacher, both = accuracy.code_hash({"teacher": True}), accuracy.code_hash({"teacher": True, "drop_neg_obj": 0.75})
+    assert len({teacher, both, accuracy.code_hash({})}) == 3
+    # a method's keys other than its switch change no file: the same code
+    assert accuracy.code_hash({"teacher": True, "teacher_calib": "fixed"}) == teacher
+
+
+def test_equivalent_edit_keeps_records_only_for_the_settings_it_covers(fake_data, monkeypatch):
+    keys = {"teacher": True}
+    fixed = {"teacher": True, "teacher_calib": "fixed"}
+    monkeypatch.setattr(accuracy, "CODE_EQUIVALENT", ())
+    h_new, s_new = accuracy.settings_hash(fake_data, keys, 0)
+    h_fixed, _ = accuracy.settings_hash(fake_data, fixed, 0)
+    code = accuracy.code_hash(keys)
+    assert s_new["code"] == code
+    monkeypatch.setattr(accuracy, "CODE_EQUIVALENT", ((code, "0" * 40, {"teacher_calib": "recall"}),))
+    h_old, s_old = accuracy.settings_hash(fake_data, keys, 0)
+    assert s_old["code"] == "0" * 40 and h_old != h_new  # the record of the code before is the one looked up
+    assert s_old["method"] == s_new["method"] and s_old["data_sha1"] == s_new["data_sha1"]
+    assert accuracy.settings_hash(fake_data, fixed, 0)[0] == h_fixed  # outside the declaration: the new code's hash
+    monkeypatch.setattr(accuracy, "CODE_EQUIVALENT", (("1" * 40, "0" * 40, {}),))  # another code: no effect
+    assert accuracy.settings_hash(fake_data, keys, 0)[0] == h_new
+
+
+def test_committed_equivalences_name_real_before_and_after():
+    """Every committed entry maps a hash to a different one and declares the settings it covers."""
+    for after, before, covers in accuracy.CODE_EQUIVALENT:
+        assert len(after) == len(before) == 40 and after != before
+        assert isinstance(covers, dict)
