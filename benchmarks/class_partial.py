@@ -15,12 +15,13 @@ the merge's class lists: what dropping the unasserted classes' background costs;
 with partial_reweight=True: whether the reweighted loss is unbiased once no positive is missing),
 class-partial+reweight (the loss with partial_reweight=True, which scales the remaining background terms back),
 class-partial+teacher (the teacher mines the classes an image does not assert: the positives the merge lacks;
-class-partial+teacher-fixed with fixed thresholds, tau_hi TEACHER_FIXED_HI and tau_lo at the calibrated rule's 0.05 floor) and class-partial+mined (the
-tool's own loop without a reviewer: `mine` the merge's training images with the class-partial model of the same
-seed, cut where its precision reaches mine's default target, `accept` every candidate unreviewed, and train
-class-partial again from scratch on the result; the merge's missing boxes serve as the hidden manifest that
-calibrates the cut, standing for the small fully checked sample a user calibrates on) and class-partial+reviewed (the same loop with a review: the cut
-at REVIEW_PRECISION, and a perfect reviewer who keeps the candidates that are real and deletes the others);
+class-partial+teacher-fixed with fixed thresholds, tau_hi TEACHER_FIXED_HI and tau_lo at the calibrated rule's 0.05
+floor) and class-partial+mined (the tool's own loop without a reviewer: `mine` the merge's training images with
+the class-partial model of the same seed, cut where its precision reaches mine's default target, `accept` every
+candidate unreviewed, and train class-partial again from scratch on the result; the merge's missing boxes serve as
+the hidden manifest that calibrates the cut, standing for the small fully checked sample a user calibrates on) and
+class-partial+reviewed (the same loop with a review: the cut at REVIEW_PRECISION, and a perfect reviewer who keeps
+the candidates that are real and deletes the others);
 class-partial+reweight+reviewed is that reviewed loop with partial_reweight=True in both rounds (ROUND_TWO).
 
 gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
@@ -48,13 +49,13 @@ REPO = Path(__file__).resolve().parents[1]
 GROUPS = ((0, 1, 2), (3, 4, 5))  # source k labels these classes, on training images k, k + 2, k + 4, ...
 BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5, "batch": 16, "device": "cpu"}
 ARMS = ("naive", "class-partial", "complete")
-EXTRA_ARMS = ("half-complete", "complete+lists", "complete+lists+reweight", "class-partial+reweight", "class-partial+teacher",
-              "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed",
+EXTRA_ARMS = ("half-complete", "complete+lists", "complete+lists+reweight", "class-partial+reweight",
+              "class-partial+teacher", "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed",
               "class-partial+reweight+reviewed")
-ROUND_TWO = {  # arm -> (the arm whose model of the same seed mines the merge, review?, train keys of round 2)
-    "class-partial+mined": ("class-partial", False, {}),
-    "class-partial+reviewed": ("class-partial", True, {}),
-    "class-partial+reweight+reviewed": ("class-partial+reweight", True, {"partial_reweight": True}),
+ROUND_TWO = {  # arm -> (the arm whose model of the same seed mines the merge and whose keys train round 2, review?)
+    "class-partial+mined": ("class-partial", False),
+    "class-partial+reviewed": ("class-partial", True),
+    "class-partial+reweight+reviewed": ("class-partial+reweight", True),
 }
 # On the merge at 40 epochs the recall rule puts tau_hi at its 0.9 cap for most classes (the labelled boxes it
 # calibrates on were trained as positives and score higher than the missing ones): 0.26 positives per image, 99 %
@@ -404,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         data, keys = sets[arm] if arm in sets else (None, {})
         extra = {}
         if arm in ROUND_TWO:
-            first, review, keys = ROUND_TWO[arm]
+            first, review = ROUND_TWO[arm]
+            keys = sets[first][1]
             if cached(work, f"{name}.json") is None:  # round 2 of this seed's round-1 model
                 if (first, seed) not in results:
                     record(first, seed)
