@@ -22,7 +22,8 @@ candidate unreviewed, and train class-partial again from scratch on the result; 
 the hidden manifest that calibrates the cut, standing for the small fully checked sample a user calibrates on) and
 class-partial+reviewed (the same loop with a review: the cut at REVIEW_PRECISION, and a perfect reviewer who keeps
 the candidates that are real and deletes the others);
-class-partial+reweight+reviewed is that reviewed loop with partial_reweight=True in both rounds (ROUND_TWO).
+class-partial+reweight+reviewed is that reviewed loop with partial_reweight=True in both rounds (ROUND_TWO), and
+class-partial+reweight+mined the unreviewed one.
 
 gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
 Each finished run is saved as runs/<name>.json and, with its score figures, committed under RECORDS, so an
@@ -51,11 +52,12 @@ BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5
 ARMS = ("naive", "class-partial", "complete")
 EXTRA_ARMS = ("half-complete", "complete+lists", "complete+lists+reweight", "class-partial+reweight",
               "class-partial+teacher", "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed",
-              "class-partial+reweight+reviewed")
+              "class-partial+reweight+reviewed", "class-partial+reweight+mined")
 ROUND_TWO = {  # arm -> (the arm whose model of the same seed mines the merge and whose keys train round 2, review?)
     "class-partial+mined": ("class-partial", False),
     "class-partial+reviewed": ("class-partial", True),
     "class-partial+reweight+reviewed": ("class-partial+reweight", True),
+    "class-partial+reweight+mined": ("class-partial+reweight", False),
 }
 # On the merge at 40 epochs the recall rule puts tau_hi at its 0.9 cap for most classes (the labelled boxes it
 # calibrates on were trained as positives and score higher than the missing ones): 0.26 positives per image, 99 %

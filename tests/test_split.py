@@ -340,3 +340,15 @@ def test_keep_single_only_for_miss50_and_keep(tmp_path, capsys):
     line = one_line_error(capsys, "split", f"data={AQUARIUM / 'data.yaml'}", "mode=hard", "keep_single=False",
                           f"out={tmp_path / 'x'}")
     assert "keep_single=False applies to mode=miss50|keep only" in line
+
+
+def test_split_accepts_a_shipped_name_outside_the_clone(tmp_path, monkeypatch):
+    """data=shapes-full names the shipped YAML whose `generator:` makes the embedded data, as train= resolves it."""
+    from yolo_partial.cli import main
+
+    monkeypatch.setenv("YOLO_PARTIAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # no data/ folder here
+    main(["split", "data=shapes-full", "mode=hard", f"out={tmp_path / 'hard'}"])
+    manifest = json.loads((tmp_path / "hard" / "hidden.json").read_text())
+    assert manifest["mode"] == "hard" and manifest["removed"]
+    assert yaml.safe_load((tmp_path / "hard" / "data.yaml").read_text())["nc"] == 6

@@ -98,6 +98,15 @@ def resolve_data(data: str | None) -> str:
     return str(path)
 
 
+def local_data_yaml(data: str) -> Path:
+    """`resolve_data` for the commands that read the YAML themselves (split, merge): a file path, Ultralytics' own
+    names (coco8.yaml) included."""
+    from ultralytics.utils.checks import check_file
+
+    path = resolve_data(data)
+    return Path(path if Path(path).is_file() else check_file(path, download=False, hard=False) or path)
+
+
 def check_ultralytics_dataset(name: str) -> None:
     """Offline, a one-line error when the images of Ultralytics' own dataset `name` (e.g. coco8.yaml) are not on this
     machine: Ultralytics would try to download them."""

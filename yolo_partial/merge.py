@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 from ultralytics.utils import LOGGER
 
-from .data import check_image_sources, dataset_root, load_yaml
+from .data import check_image_sources, dataset_root, load_yaml, local_data_yaml
 from .errors import PartialConfigError, PartialDataError
 from .fileio import atomic_dir
 from .keys import check_known_keys
@@ -71,7 +71,7 @@ def run_merge(args: dict[str, Any]) -> Path:
             f"merge needs data=A.yaml,B.yaml[,...] (two or more data YAMLs), got data={args.get('data')}")
     if not args.get("out"):
         raise PartialConfigError("merge needs out=DIR: expected the folder to write the merged dataset to")
-    return merge_datasets([str(d) for d in data], str(args["out"]), args.get("names") or "union")
+    return merge_datasets([local_data_yaml(str(d)) for d in data], str(args["out"]), args.get("names") or "union")
 
 
 def merge_datasets(data: Sequence[str | Path], out: str | Path, names: str = "union") -> Path:

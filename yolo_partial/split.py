@@ -48,7 +48,7 @@ import numpy as np
 from ultralytics.data.utils import IMG_FORMATS, img2label_paths
 from ultralytics.utils import LOGGER, TQDM
 
-from .data import check_image_sources, dataset_root, load_yaml
+from .data import check_image_sources, dataset_root, load_yaml, local_data_yaml
 from .errors import PartialConfigError, PartialDataError
 from .fileio import atomic_dir, link_image
 from .labels import MANIFEST_FORMAT, Row, class_names, data_yaml_text, read_label_file
@@ -75,8 +75,8 @@ def run_split(args: dict[str, Any]) -> Path:
     check_known_keys(args, SPLIT_KEYS)
     if not args.get("data"):
         raise PartialDataError("split needs data=PATH: expected a data YAML such as datasets/coco128/data.yaml")
-    out = args.get("out")
-    return split_dataset(args["data"], args.get("mode"), args.get("ratio"), args.get("seed", 0),
+    out = args.get("out")  # data= may be a shipped name (shapes-full): resolved, and generated, as train resolves it
+    return split_dataset(local_data_yaml(str(args["data"])), args.get("mode"), args.get("ratio"), args.get("seed", 0),
                          None if out is None else str(out), args.get("keep_single", True))
 
 
