@@ -272,7 +272,8 @@ def paired(results: list[dict]):
 def markdown(agg, rows: list[str]) -> str:
     """One line per row, variants side by side: mAP50, its paired difference to the baseline, gap closed, hidden
     recall / AP50, as mean ± std (n seeds)."""
-    variants = [v for v in VARIANTS if v in {v for v, _ in agg.index}]  # in a fixed order, whatever ran first
+    ran = {v for v, _ in agg.index}
+    variants = [v for v in VARIANTS if v in ran]  # in a fixed order, whatever ran first
     head = "| method | " + " | ".join(f"{v}: mAP50 | {v}: vs baseline | {v}: gap closed | {v}: hidden recall / AP50"
                                      for v in variants) + " |"
     lines = [head, "|---|" + "---|" * (4 * len(variants))]

@@ -75,7 +75,8 @@ def run_split(args: dict[str, Any]) -> Path:
     check_known_keys(args, SPLIT_KEYS)
     if not args.get("data"):
         raise PartialDataError("split needs data=PATH: expected a data YAML such as datasets/coco128/data.yaml")
-    out = args.get("out")  # data= may be a shipped name (shapes-full): resolved, and generated, as train resolves it
+    out = args.get("out")
+    # data= may be a shipped name (shapes-full): resolved, and generated on first use, as train resolves it
     return split_dataset(local_data_yaml(str(args["data"])), args.get("mode"), args.get("ratio"), args.get("seed", 0),
                          None if out is None else str(out), args.get("keep_single", True))
 
