@@ -242,24 +242,16 @@ def mined_dataset(work: Path, model: Path, full: str, budget: dict, review: bool
     (review=False, at mine's default precision target) or those a perfect reviewer keeps (at REVIEW_PRECISION)."""
     import yaml
 
-    from yolo_partial.accept import run_accept
-    from yolo_partial.mine import run_mine
+    from mine_loop import mine_accept
 
     data = hidden_manifest(work, full)
     tag = f"{'reviewed' if review else 'mined'}-{model.parents[1].name}"
-    mined, out = work / "data" / tag, work / "data" / f"accepted-{tag}"
-    if not (mined / "mine.json").is_file():
-        run_mine({"model": str(model), "data": str(data), "out": str(mined), "imgsz": budget["imgsz"],
-                  "device": budget["device"], **({"precision": REVIEW_PRECISION} if review else {})})
-    reviewed = mined / "candidates.xml"
-    if review:
-        reviewed = work / "data" / f"{tag}-review.xml"
-        names = list(yaml.safe_load(data.read_text())["names"].values())
-        checked_review(mined / "candidates.xml", reviewed, data.parent / "hidden-train.json", names)
-    if not (out / "data.yaml").is_file():
-        run_accept({"data": str(data), "reviewed": str(reviewed), "mined": str(mined), "out": str(out)})
-    cal = json.loads((mined / "mine.json").read_text())["calibration"]
-    return str(out / "data.yaml"), {f"mined {k}": cal[k] for k in ("threshold", "candidates", "precision", "recall")}
+    if not review:
+        return mine_accept(work, model, data, budget, tag)
+    names = list(yaml.safe_load(data.read_text())["names"].values())
+    return mine_accept(work, model, data, budget, tag, precision=REVIEW_PRECISION,
+                       review=lambda xml_in, xml_out: checked_review(xml_in, xml_out, data.parent / "hidden-train.json",
+                                                                     names))
 
 
 def run(work: Path, name: str, data: str, keys: dict, seed: int, budget: dict, full: str, extra: dict) -> dict:
