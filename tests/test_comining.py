@@ -19,7 +19,7 @@ from yolo_partial.hidden_labels import HIDDEN_CLS, HiddenBoxesDataset
 from yolo_partial.errors import PartialConfigError
 from yolo_partial.keys import METHOD_DEFAULTS
 from yolo_partial.losses import CoMiningLoss, add_jittered_view, color_jitter, partial_criterion
-from yolo_partial.losses.comining import VIEWS, pseudo_labels
+from yolo_partial.losses.comining import JITTER, VIEWS, CoMining, hsv_factors, pseudo_labels
 
 IMGSZ, NC = 64, 3
 HEADS = ("yolov8n.yaml", "yolo26n.yaml")
@@ -271,7 +271,7 @@ def test_cm_range_errors_python(key, value, tmp_path):
 
 
 @pytest.mark.parametrize("arg", ["cm_score=1.0", "cm_nms=0", "cm_gt_iou=2", "nan_patience=0", "nan_patience=2.5",
-                                 "comining=maybe"])  # fmt: skip
+                                 "comining=maybe", "cm_jitter=strong"])  # fmt: skip
 def test_cm_range_errors_cli(arg, capsys):
     from yolo_partial.cli import main
 
@@ -285,6 +285,7 @@ def test_comining_cfg_holds_spec_defaults():
 
     cfg = yaml.safe_load((REPO / "cfg" / "comining.yaml").read_text())
     assert cfg == {"comining": True, "cm_score": METHOD_DEFAULTS["cm_score"], "cm_nms": 0.5, "cm_gt_iou": 0.4}
+    assert METHOD_DEFAULTS["cm_jitter"] == "reference"
     assert METHOD_DEFAULTS["cm_score"] == 0.35 and METHOD_DEFAULTS["comining"] is False  # measured for TAL scores
     assert METHOD_DEFAULTS["nan_patience"] == 10
 
@@ -325,6 +326,50 @@ def test_color_jitter():
     for o in out:
         pix = o.flatten(1).T  # (256, 3)
         assert len(pix[inside].unique(dim=0)) == 1 and len(pix[~inside].unique(dim=0)) == 1
+
+
+def _hue(rgb: torch.Tensor) -> torch.Tensor:
+    """Hue in [0, 1) of (N, 3) RGB colours, computed directly from the hexcone definition."""
+    mx, mn = rgb.max(1).values, rgb.min(1).values
+    r, g, b = rgb.unbind(1)
+    d = (mx - mn).clamp(min=1e-12)
+    h = torch.where(mx == r, ((g - b) / d) % 6, torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
+    return h / 6
+
+
+def test_hsv_jitter_stays_inside_the_trainers_ranges():
+    """cm_jitter=hsv: the copy's colours move by at most the trainer's hsv_h of the hue circle and hsv_v in value,
+    where the reference's jitter moves a red object's hue by up to 0.2 (to orange-yellow or magenta)."""
+    args = type("Args", (), {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4})()
+    assert hsv_factors(args) == (0.4, 0.0, 0.7, 0.015)
+    assert hsv_factors(type("Args", (), {"hsv_h": 0.9, "hsv_s": 0, "hsv_v": 0})())[3] == 0.5  # ColorJitter's cap
+    red = torch.tensor([0.85, 0.15, 0.15])
+    img = red.view(1, 3, 1, 1).expand(200, 3, 4, 4).clone()
+    torch.manual_seed(0)
+    ours = color_jitter(img, p=1.0, factors=hsv_factors(args))[:, :, 0, 0]
+    torch.manual_seed(0)
+    ref = color_jitter(img, p=1.0, factors=JITTER)[:, :, 0, 0]
+
+    def hue_shift(x):  # circular distance from red's hue (0)
+        h = _hue(x)
+        return torch.minimum(h, 1 - h)
+
+    assert hue_shift(ours).max() <= 0.03  # hsv_h 0.015, plus what clipping a brightened channel at 1 moves
+    assert hue_shift(ref).max() > 0.1  # the reference's jitter leaves the class's colour
+
+
+def test_cm_jitter_picks_the_copys_factors():
+    """The trainer hook draws the copy with the reference's factors or the trainer's hsv ranges, by cm_jitter."""
+    trainer = type("T", (), {"args": type("Args", (), {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0})()})()
+    batch = {"img": torch.rand(4, 3, 8, 8), "batch_idx": torch.tensor([0.0]), "cls": torch.tensor([[1.0]]),
+             "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
+    keys = {"comining": True, "cm_score": 0.35, "cm_nms": 0.5, "cm_gt_iou": 0.4}
+    out = CoMining.from_args({**keys, "cm_jitter": "hsv"}).preprocess_batch(dict(batch), trainer)
+    assert torch.equal(out["img"][4:], batch["img"])  # zero ranges: the copy is the image itself
+    torch.manual_seed(1)
+    out = CoMining.from_args({**keys, "cm_jitter": "reference"}).preprocess_batch(dict(batch), trainer)
+    torch.manual_seed(1)
+    assert torch.equal(out["img"][4:], color_jitter(batch["img"]))
 
 
 def test_add_jittered_view():

@@ -1,7 +1,10 @@
 """Co-mining (Wang et al., AAAI 2021): two views of every image mine pseudo labels for each other.
 
 The trainer appends a colour-jittered copy of the batch (`add_jittered_view`), so a single forward pass of the stock
-model, and of its DDP wrapper, sees both views. `CoMiningLoss` splits the predictions again, turns each view's detached
+model, and of its DDP wrapper, sees both views. The copy's jitter is the reference's (`cm_jitter=reference`) or, with
+`cm_jitter=hsv`, drawn from the trainer's own hsv_v/hsv_s/hsv_h ranges: the reference's hue shift of up to 0.2 of the
+colour circle turns a red object green where colour is part of the class (a fish species, a coloured marker), so the
+copy's GT names the wrong class and its predictions mine wrong-class pseudo boxes that no same-class GT test removes. `CoMiningLoss` splits the predictions again, turns each view's detached
 predictions into pseudo boxes for the other view (score threshold, class-wise NMS, no overlap with a same-class GT) and
 returns the sum of the two views' losses. Inference uses one view, so the trained model is an ordinary detector.
 """
@@ -18,7 +21,7 @@ from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import clip_boxes, xywh2xyxy, xyxy2xywh
 from ultralytics.utils.tal import make_anchors
 
-from ..keyspec import flag, unit
+from ..keyspec import choice, flag, unit
 from .class_partial import PARTIAL_KEYS, drop_asserted
 from .geometry import train_outputs
 from .method import Method
@@ -26,6 +29,7 @@ from .method import Method
 VIEWS = "cm_views"  # batch key of a two-view batch: images [0, B) are the originals, [B, 2B) their jittered copies
 JITTER = (0.8, 0.8, 0.8, 0.2)  # brightness, contrast, saturation, hue of the reference's ColorJitter
 JITTER_P = 0.8  # share of images jittered
+JITTERS = ("reference", "hsv")  # cm_jitter's values (see the module docstring)
 HIT_IOU = 0.5  # a pseudo box "finds" a hidden box at this IoU with the same class
 MAX_PSEUDO = 300  # pseudo boxes per image at most (Ultralytics' max_det)
 TARGET_KEYS = ("batch_idx", "cls", "bboxes")
@@ -33,24 +37,31 @@ HIDDEN_KEYS = ("hidden_batch_idx", "hidden_cls", "hidden_bboxes")
 
 
 @torch.no_grad()
-def color_jitter(img: torch.Tensor, p: float = JITTER_P) -> torch.Tensor:
+def color_jitter(img: torch.Tensor, p: float = JITTER_P, factors: tuple = JITTER) -> torch.Tensor:
     """A copy of (B, 3, H, W) float images in [0, 1] where each image, with probability p, gets torchvision's
-    ColorJitter(0.8, 0.8, 0.8, 0.2): its own random factors and order of the four adjustments; geometry unchanged."""
-    jitter = v2.ColorJitter(*JITTER)
+    ColorJitter(*factors) (brightness, contrast, saturation, hue; the reference's 0.8, 0.8, 0.8, 0.2 by default): its
+    own random factors and order of the adjustments; geometry unchanged."""
+    jitter = v2.ColorJitter(*factors)
     out = img.clone()
     for i in (torch.rand(len(img)) < p).nonzero().flatten().tolist():
         out[i] = jitter(img[i])
     return out
 
 
-def add_jittered_view(batch: dict[str, Any], p: float = JITTER_P) -> dict[str, Any]:
+def hsv_factors(args: Any) -> tuple[float, float, float, float]:
+    """ColorJitter factors matching Ultralytics' RandomHSV ranges in `args`: value x (1 +- hsv_v) as brightness, no
+    contrast, saturation x (1 +- hsv_s), a hue shift of up to hsv_h of the colour circle (ColorJitter allows 0.5)."""
+    return float(args.hsv_v), 0.0, float(args.hsv_s), min(float(args.hsv_h), 0.5)
+
+
+def add_jittered_view(batch: dict[str, Any], p: float = JITTER_P, factors: tuple = JITTER) -> dict[str, Any]:
     """Return the batch with a colour-jittered copy of every image appended: (2B, 3, H, W) images, labels duplicated.
 
     Label rows of copy i carry batch_idx i + B; per-image lists (im_file, shapes) are repeated; `VIEWS` marks the batch.
     """
     b = len(batch["img"])
     out = {k: (type(v)(list(v) * 2) if isinstance(v, (list, tuple)) and len(v) == b else v) for k, v in batch.items()}
-    out["img"] = torch.cat((batch["img"], color_jitter(batch["img"], p)))
+    out["img"] = torch.cat((batch["img"], color_jitter(batch["img"], p, factors)))
     for idx, *rows in (TARGET_KEYS, HIDDEN_KEYS, *PARTIAL_KEYS):
         if idx in batch:
             out[idx] = torch.cat((batch[idx], batch[idx] + b))
@@ -211,17 +222,19 @@ class CoMining(Method):
         "cm_score": unit(0.35, True, True, "Co-mining: pseudo-label score threshold (measured for TAL scores)"),
         "cm_nms": unit(0.5, True, True, "Co-mining: class-wise NMS IoU on pseudo boxes"),
         "cm_gt_iou": unit(0.4, True, True, "Co-mining: drop pseudo boxes overlapping a same-class GT above this"),
+        "cm_jitter": choice("reference", *JITTERS, help="Co-mining: the copy's colour jitter: 'reference' "
+                            "(ColorJitter 0.8/0.8/0.8/0.2) or 'hsv' (the trainer's hsv_v/hsv_s/hsv_h ranges)"),
     }
     OBJECTNESS = False  # the anchor-based head has no decoded per-anchor class scores to mine from
     NAME = "comining"
     SWITCH = "comining"
 
-    def __init__(self, score: float, nms: float, gt_iou: float):
-        self.score, self.nms, self.gt_iou = score, nms, gt_iou
+    def __init__(self, score: float, nms: float, gt_iou: float, jitter: str = "reference"):
+        self.score, self.nms, self.gt_iou, self.jitter = score, nms, gt_iou, jitter
 
     @classmethod
     def from_args(cls, k: dict[str, Any]) -> CoMining | None:
-        return cls(k["cm_score"], k["cm_nms"], k["cm_gt_iou"]) if k["comining"] else None
+        return cls(k["cm_score"], k["cm_nms"], k["cm_gt_iou"], k["cm_jitter"]) if k["comining"] else None
 
     def wrap(self, criterion: Any, context: dict[str, Any]) -> CoMiningLoss:
         return CoMiningLoss(criterion, self.score, self.nms, self.gt_iou, hidden=bool(context.get("hidden")))
@@ -230,7 +243,8 @@ class CoMining(Method):
         """Hidden boxes split out of the labels, then the colour-jittered view appended."""
         from ..hidden_labels import split_hidden
 
-        return add_jittered_view(split_hidden(batch))
+        factors = JITTER if self.jitter == "reference" else hsv_factors(trainer.args)
+        return add_jittered_view(split_hidden(batch), factors=factors)
 
     def setup_dataset(self, dataset: Any, mode: str, trainer: Any) -> None:
         """With a hidden-box manifest, the training set carries the hidden boxes through augmentation (pseudo_hit)."""
