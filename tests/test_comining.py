@@ -136,6 +136,19 @@ def test_handmade_pseudo_labels(models, head):
 
 
 @pytest.mark.parametrize("head", HEADS)
+def test_one_class_per_object_rule(models, head):
+    """cm_classes=one: a label of any class vetoes a pseudo box on it, and of boxes of different classes on one object
+    only the best-scored stands; the reference rule (any) keeps both and mines class 2 on the class-0 label."""
+    crit = criterion(models[head], comining=True)
+    rival = dict(cell=(1, 2), d=(1, 2, 1, 0), cls=2, logit=4.0)  # (4, 4)-(20, 20) as VIEW0's first box, class 2
+    preds = _two_view_preds(models[head], [*VIEW0, rival], VIEW1)
+    half = _half(preds["one2one"] if "one2one" in preds else preds, 0)
+    _assert_rows(pseudo_labels(half, crit.decoder, GT, 0.6, 0.5, 0.4), _rows([*EXPECT_FOR_VIEW1, [2, 12, 12, 16, 16]]))
+    one = pseudo_labels(half, crit.decoder, GT, 0.6, 0.5, 0.4, classes="one")
+    _assert_rows(one, _rows([[1, 12, 12, 16, 16], [0, 48, 56, 24, 8]]))  # 0.33 with its own class's label: kept
+
+
+@pytest.mark.parametrize("head", HEADS)
 def test_pseudo_boxes_become_the_other_views_positives(models, head):
     model = models[head]
     crit = criterion(model, comining=True, cm_score=0.6)  # the handmade scores are laid out around 0.6
@@ -271,7 +284,7 @@ def test_cm_range_errors_python(key, value, tmp_path):
 
 
 @pytest.mark.parametrize("arg", ["cm_score=1.0", "cm_nms=0", "cm_gt_iou=2", "nan_patience=0", "nan_patience=2.5",
-                                 "comining=maybe", "cm_jitter=strong"])  # fmt: skip
+                                 "comining=maybe", "cm_jitter=strong", "cm_classes=all"])  # fmt: skip
 def test_cm_range_errors_cli(arg, capsys):
     from yolo_partial.cli import main
 
@@ -285,7 +298,7 @@ def test_comining_cfg_holds_spec_defaults():
 
     cfg = yaml.safe_load((REPO / "cfg" / "comining.yaml").read_text())
     assert cfg == {"comining": True, "cm_score": METHOD_DEFAULTS["cm_score"], "cm_nms": 0.5, "cm_gt_iou": 0.4}
-    assert METHOD_DEFAULTS["cm_jitter"] == "reference"
+    assert METHOD_DEFAULTS["cm_jitter"] == "reference" and METHOD_DEFAULTS["cm_classes"] == "any"
     assert METHOD_DEFAULTS["cm_score"] == 0.35 and METHOD_DEFAULTS["comining"] is False  # measured for TAL scores
     assert METHOD_DEFAULTS["nan_patience"] == 10
 
@@ -363,7 +376,7 @@ def test_cm_jitter_picks_the_copys_factors():
     trainer = type("T", (), {"args": type("Args", (), {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0})()})()
     batch = {"img": torch.rand(4, 3, 8, 8), "batch_idx": torch.tensor([0.0]), "cls": torch.tensor([[1.0]]),
              "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
-    keys = {"comining": True, "cm_score": 0.35, "cm_nms": 0.5, "cm_gt_iou": 0.4}
+    keys = {**{k: METHOD_DEFAULTS[k] for k in CoMining.KEYS}, "comining": True}
     out = CoMining.from_args({**keys, "cm_jitter": "hsv"}).preprocess_batch(dict(batch), trainer)
     assert torch.equal(out["img"][4:], batch["img"])  # zero ranges: the copy is the image itself
     torch.manual_seed(1)

@@ -4,7 +4,11 @@ The trainer appends a colour-jittered copy of the batch (`add_jittered_view`), s
 model, and of its DDP wrapper, sees both views. The copy's jitter is the reference's (`cm_jitter=reference`) or, with
 `cm_jitter=hsv`, drawn from the trainer's own hsv_v/hsv_s/hsv_h ranges: the reference's hue shift of up to 0.2 of the
 colour circle turns a red object green where colour is part of the class (a fish species, a coloured marker), so the
-copy's GT names the wrong class and its predictions mine wrong-class pseudo boxes that no same-class GT test removes. `CoMiningLoss` splits the predictions again, turns each view's detached
+copy's GT names the wrong class and its predictions mine wrong-class pseudo boxes that no same-class GT test removes.
+The reference mines each class on its own (`cm_classes=any`): a label vetoes only pseudo boxes of its own class, so a
+model that confuses two classes mines the other class's box on every labelled object it confuses. `cm_classes=one`
+assumes an object has one class, as the teacher's `teacher_classes=one` does: no pseudo box on a label of any class,
+and of pseudo boxes of different classes on one object (IoU above `cm_nms`) only the best-scored. `CoMiningLoss` splits the predictions again, turns each view's detached
 predictions into pseudo boxes for the other view (score threshold, class-wise NMS, no overlap with a same-class GT) and
 returns the sum of the two views' losses. Inference uses one view, so the trained model is an ordinary detector.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torchvision
 from torchvision.transforms import v2
 from ultralytics.utils.loss import E2ELoss
 from ultralytics.utils.metrics import box_iou
@@ -30,6 +35,7 @@ VIEWS = "cm_views"  # batch key of a two-view batch: images [0, B) are the origi
 JITTER = (0.8, 0.8, 0.8, 0.2)  # brightness, contrast, saturation, hue of the reference's ColorJitter
 JITTER_P = 0.8  # share of images jittered
 JITTERS = ("reference", "hsv")  # cm_jitter's values (see the module docstring)
+CLASS_RULES = ("any", "one")  # cm_classes's values (see the module docstring)
 HIT_IOU = 0.5  # a pseudo box "finds" a hidden box at this IoU with the same class
 MAX_PSEUDO = 300  # pseudo boxes per image at most (Ultralytics' max_det)
 TARGET_KEYS = ("batch_idx", "cls", "bboxes")
@@ -80,11 +86,12 @@ def decode(preds: dict[str, torch.Tensor], decoder) -> torch.Tensor:
 
 @torch.no_grad()
 def pseudo_labels(preds: dict[str, torch.Tensor], decoder, gt: dict[str, torch.Tensor], score: float, nms: float,
-                  gt_iou: float) -> dict[str, torch.Tensor]:
+                  gt_iou: float, classes: str = "any") -> dict[str, torch.Tensor]:
     """Co-generation: pseudo boxes from one view's predictions, in the batch's label format.
 
     Keeps predictions whose best class probability exceeds `score`, runs class-wise NMS at `nms`, clips to the image
-    and drops every box whose IoU with a GT of its image and class exceeds `gt_iou`.
+    and drops every box whose IoU with a GT of its image and class exceeds `gt_iou`. With `classes='one'` a GT of any
+    class drops it, and of the remaining boxes overlapping above `nms` only the best-scored stands (class-agnostic NMS).
 
     Args:
         preds (dict): Training outputs of the head branch used at inference: boxes (B, 4 * reg_max, A),
@@ -94,6 +101,7 @@ def pseudo_labels(preds: dict[str, torch.Tensor], decoder, gt: dict[str, torch.T
         score (float): Score threshold tau.
         nms (float): Class-wise NMS IoU theta1.
         gt_iou (float): Same-class GT overlap theta2 above which a pseudo box is dropped.
+        classes (str): 'any' (the reference) or 'one' (see the module docstring).
 
     Returns:
         (dict): batch_idx (m,), cls (m, 1), bboxes (m, 4) normalised xywh; detached.
@@ -108,8 +116,14 @@ def pseudo_labels(preds: dict[str, torch.Tensor], decoder, gt: dict[str, torch.T
         keep = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
         mine = gt["batch_idx"] == b
         if mine.any():
-            same_cls = cls[:, None] == gt["cls"][mine].view(1, -1)
-            keep &= ~((box_iou(box, gt_xyxy[mine]) > gt_iou) & same_cls).any(1)
+            over = box_iou(box, gt_xyxy[mine]) > gt_iou
+            if classes == "any":
+                over &= cls[:, None] == gt["cls"][mine].view(1, -1)
+            keep &= ~over.any(1)
+        if classes == "one" and int(keep.sum()) > 1:
+            idx = keep.nonzero().flatten()
+            keep = torch.zeros_like(keep)
+            keep[idx[torchvision.ops.nms(box[idx], det[idx, 4], nms)]] = True
         rows.append(torch.cat((torch.full_like(cls[keep, None], b), cls[keep, None], box[keep]), 1))
     rows = torch.cat(rows) if rows else scale.new_zeros(0, 6)
     return {"batch_idx": rows[:, 0], "cls": rows[:, 1:2], "bboxes": xyxy2xywh(rows[:, 2:]) / scale}
@@ -171,10 +185,12 @@ class CoMiningLoss:
         nms (float): Class-wise NMS IoU theta1 (cm_nms).
         gt_iou (float): Drop pseudo boxes overlapping a same-class GT above this (cm_gt_iou).
         hidden (bool): Whether batches carry hidden boxes (a manifest is known): adds the `pseudo_hit` item.
+        classes (str): What mining may assume of an object's class (cm_classes): 'any' or 'one'.
     """
 
-    def __init__(self, base, score: float, nms: float, gt_iou: float, hidden: bool = False):
+    def __init__(self, base, score: float, nms: float, gt_iou: float, hidden: bool = False, classes: str = "any"):
         self.base, self.score, self.nms, self.gt_iou, self.hidden = base, score, nms, gt_iou, hidden
+        self.classes = classes
         # pseudo labels come from the branch the head uses at inference: one-to-one on end-to-end heads (YOLO26)
         self.branch = "one2one" if isinstance(base, E2ELoss) else None
         self.decoder = base.one2one if self.branch else base
@@ -205,7 +221,7 @@ class CoMiningLoss:
     def mine(self, preds: dict[str, Any], view: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pseudo boxes from one view's detached predictions (see `pseudo_labels`)."""
         preds = preds[self.branch] if self.branch else preds
-        pseudo = pseudo_labels(preds, self.decoder, view, self.score, self.nms, self.gt_iou)
+        pseudo = pseudo_labels(preds, self.decoder, view, self.score, self.nms, self.gt_iou, self.classes)
         return drop_asserted(pseudo, view)  # never a class the image asserts there (class-partial labels)
 
     def _counts(self, n: torch.Tensor, hits: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -224,20 +240,25 @@ class CoMining(Method):
         "cm_gt_iou": unit(0.4, True, True, "Co-mining: drop pseudo boxes overlapping a same-class GT above this"),
         "cm_jitter": choice("reference", *JITTERS, help="Co-mining: the copy's colour jitter: 'reference' "
                             "(ColorJitter 0.8/0.8/0.8/0.2) or 'hsv' (the trainer's hsv_v/hsv_s/hsv_h ranges)"),
+        "cm_classes": choice("any", *CLASS_RULES, help="Co-mining: 'any' (the reference: classes mined apart) or "
+                             "'one' (one class per object: no pseudo box on any label, the best class per object)"),
     }
     OBJECTNESS = False  # the anchor-based head has no decoded per-anchor class scores to mine from
     NAME = "comining"
     SWITCH = "comining"
 
-    def __init__(self, score: float, nms: float, gt_iou: float, jitter: str = "reference"):
-        self.score, self.nms, self.gt_iou, self.jitter = score, nms, gt_iou, jitter
+    def __init__(self, score: float, nms: float, gt_iou: float, jitter: str = "reference", classes: str = "any"):
+        self.score, self.nms, self.gt_iou, self.jitter, self.classes = score, nms, gt_iou, jitter, classes
 
     @classmethod
     def from_args(cls, k: dict[str, Any]) -> CoMining | None:
-        return cls(k["cm_score"], k["cm_nms"], k["cm_gt_iou"], k["cm_jitter"]) if k["comining"] else None
+        if not k["comining"]:
+            return None
+        return cls(k["cm_score"], k["cm_nms"], k["cm_gt_iou"], k["cm_jitter"], k["cm_classes"])
 
     def wrap(self, criterion: Any, context: dict[str, Any]) -> CoMiningLoss:
-        return CoMiningLoss(criterion, self.score, self.nms, self.gt_iou, hidden=bool(context.get("hidden")))
+        return CoMiningLoss(criterion, self.score, self.nms, self.gt_iou, hidden=bool(context.get("hidden")),
+                            classes=self.classes)
 
     def preprocess_batch(self, batch: dict[str, Any], trainer: Any) -> dict[str, Any]:
         """Hidden boxes split out of the labels, then the colour-jittered view appended."""
