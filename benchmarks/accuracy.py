@@ -143,6 +143,9 @@ CODE_EQUIVALENT = (
      {"teacher_calib": "recall"}),
     ("13da53f9c5df7e226ce79c97b6eda2d967705792", "9659a40205087e9cc66f33ff5a0b19f7387848d5",
      {"teacher_calib": "recall"}),
+    # comining.py: docstring only (its hue sentence now says what was measured). `equivalence.py --base f3bd77d --rows
+    # comining comining-one --variant hard --model <40-epoch extreme BPR-obj model> --epochs 1`: identical
+    ("9011c4f93943c4bdb0ad60f93e3ba46ebc107bc3", "cf1d5dec679092e4a84048b66e732f8c860b4a88", {}),
     # comining.py: cm_classes added (ADDED_KEYS). `equivalence.py --base 2ec26bf --rows comining comining-hsv --variant
     # hard --model <40-epoch extreme BPR-obj model> --epochs 2`: identical with either jitter, mining 0.45-1.57 pseudo
     # boxes per image. Listed before the entry below, so the reference jitter's runs map on to the code before both

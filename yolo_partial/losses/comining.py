@@ -3,12 +3,13 @@
 The trainer appends a colour-jittered copy of the batch (`add_jittered_view`), so a single forward pass of the stock
 model, and of its DDP wrapper, sees both views. The copy's jitter is the reference's (`cm_jitter=reference`) or, with
 `cm_jitter=hsv`, drawn from the trainer's own hsv_v/hsv_s/hsv_h ranges: the reference's hue shift of up to 0.2 of the
-colour circle turns a red object green where colour is part of the class (a fish species, a coloured marker), so the
-copy's GT names the wrong class and its predictions mine wrong-class pseudo boxes that no same-class GT test removes.
-The reference mines each class on its own (`cm_classes=any`): a label vetoes only pseudo boxes of its own class, so a
-model that confuses two classes mines the other class's box on every labelled object it confuses. `cm_classes=one`
-assumes an object has one class, as the teacher's `teacher_classes=one` does: no pseudo box on a label of any class,
-and of pseudo boxes of different classes on one object (IoU above `cm_nms`) only the best-scored. `CoMiningLoss` splits the predictions again, turns each view's detached
+colour circle can turn a red object green where colour is part of the class (a fish species, a coloured marker), and
+the copy's GT then names the wrong class (on the shapes data this was measured not to be what makes Co-mining lose:
+README). The reference mines each class on its own (`cm_classes=any`): a label vetoes only pseudo boxes of its own
+class, so a model that confuses two classes mines the other class's box on every labelled object it confuses.
+`cm_classes=one` assumes an object has one class, as the teacher's `teacher_classes=one` does: no pseudo box on a label
+of any class, and of pseudo boxes of different classes on one object (IoU above `cm_nms`) only the best-scored.
+`CoMiningLoss` splits the predictions again, turns each view's detached
 predictions into pseudo boxes for the other view (score threshold, class-wise NMS, no overlap with a same-class GT) and
 returns the sum of the two views' losses. Inference uses one view, so the trained model is an ordinary detector.
 """
