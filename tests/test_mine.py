@@ -366,6 +366,22 @@ def test_accept_restores_the_hidden_boxes_a_review_keeps(setup, mined, truth, so
     assert tree_digest(out) == before
 
 
+def test_accept_unreviewed_list_takes_every_exported_candidate(setup, mined, truth, source_digest):
+    """The loop without a reviewer (README): mine's own candidates.xml as the 'review' accepts exactly the exported
+    list, nothing rejected, and the restored hidden boxes are those the calibration counted as real."""
+    _, data, root, _, tmp = setup
+    out = run_accept({"data": str(data), "reviewed": str(mined / "candidates.xml"), "mined": str(mined),
+                      "out": str(tmp / "unreviewed")}).parent
+    rec = json.loads((mined / "mine.json").read_text())
+    acc = json.loads((out / "accepted.json").read_text())
+    exported = sum(int((t["cands"][:, 5] >= rec["conf"]).sum()) for t in truth.values())
+    assert rec["candidates"] == exported > 0
+    assert acc["summary"]["accepted"] == len(acc["added"]) == exported and acc["rejected"] == []
+    real = sum(int(((t["took"] >= 0) & (t["cands"][:, 5] >= rec["conf"])).sum()) for t in truth.values())
+    assert sum(a["hidden"] for a in acc["added"]) == real
+    assert tree_digest(root) == source_digest
+
+
 def test_accept_json_review_relabel_delete_and_remove_labels(setup, mined, truth, source_digest):
     _, data, root, _, tmp = setup
     coco = json.loads((mined / "candidates.json").read_text())
