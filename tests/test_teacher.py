@@ -24,8 +24,8 @@ from yolo_partial.keys import METHOD_DEFAULTS, method_args
 from yolo_partial.losses import partial_criterion
 from yolo_partial.losses.method import CHECKPOINT_KEY
 from yolo_partial.losses.teacher import (BINS, COUNTS, HI_RANGE, LO_MIN, MIN_BOXES, POS, UNC, Teacher, TeacherLoss,
-                                         histogram, invented_threshold, labelled_box_scores, recall_threshold,
-                                         split_boxes, strong_view, teacher_predictions)  # fmt: skip
+                                         histogram, invented_threshold, labelled_box_scores, precision_threshold,
+                                         recall_threshold, split_boxes, strong_view, teacher_predictions)  # fmt: skip
 
 IMGSZ, NC = 64, 3
 HEADS = ("yolov8n.yaml", "yolo26n.yaml")
@@ -529,11 +529,12 @@ def test_no_gradient_reaches_the_teacher(models):
     model.zero_grad()
 
 
-@pytest.mark.parametrize("calib", ["fixed", "recall"])
+@pytest.mark.parametrize("calib", ["fixed", "recall", "precision"])
 def test_batch_bound_holds_for_both_threshold_rules(models, calib):
     """An untrained teacher scoring ~0.1 everywhere passes tau_hi 0.02 on boxes that match no label: the per-batch
     bound demotes them all to uncertain boxes with fixed thresholds as with calibrated ones (before the first
-    calibration those are teacher_hi / teacher_lo); teacher_unmatched=inf (as the command line gives it) lifts it."""
+    calibration those are teacher_hi / teacher_lo); teacher_unmatched=inf (as the command line gives it) lifts it.
+    The precision rule measures invented boxes on the validation images instead: no per-batch bound."""
     from copy import deepcopy
 
     model = deepcopy(models["yolov8n.yaml"])
@@ -548,7 +549,10 @@ def test_batch_bound_holds_for_both_threshold_rules(models, calib):
     free = Teacher.from_args(method_args({**keys, "teacher_unmatched": "inf"})).preprocess_batch(
         {k: v.clone() for k, v in batch.items()}, _fake_trainer(model, epoch=5))
     assert len(free[POS]) > 0  # without the bound, the invented boxes are positives
-    assert len(bounded[POS]) == 0 and len(bounded[UNC]) == len(free[POS]) + len(free[UNC])
+    if calib == "precision":
+        assert torch.equal(bounded[POS], free[POS]) and torch.equal(bounded[UNC], free[UNC])
+    else:
+        assert len(bounded[POS]) == 0 and len(bounded[UNC]) == len(free[POS]) + len(free[UNC])
 
 
 def test_own_ema_follows_steps_and_restarts_with_ultralytics_ema(models):
@@ -579,7 +583,7 @@ def test_own_ema_follows_steps_and_restarts_with_ultralytics_ema(models):
     ("teacher_hi", 0, r"a number in \(0, 1\)"), ("teacher_hi", 1.0, r"a number in \(0, 1\)"),
     ("teacher_lo", -0.1, r"a number in \(0, 1\)"), ("teacher_warmup", -1, "an integer >= 0"),
     ("teacher_warmup", 1.5, "an integer >= 0"), ("teacher_decay", 1.0, r"a number in \[0, 1\)"),
-    ("teacher_calib", "auto", "one of recall|fixed"), ("teacher_recall_hi", 0, r"a number in \(0, 1\)"),
+    ("teacher_calib", "auto", "one of recall|fixed|precision"), ("teacher_recall_hi", 0, r"a number in \(0, 1\)"),
     ("teacher_soft", "maybe", "True or False"), ("teacher_nms", 1.5, r"a number in \(0, 1\)"),
     ("teacher_gt_iou", 0, r"a number in \(0, 1\)"), ("teacher", "yes", "True or False"),
     ("teacher_classes", "all", "one of any|one|sure"),
@@ -735,3 +739,99 @@ def test_invented_positives_are_demoted_in_the_batch():
     low = torch.tensor([label[0][:4] + [0.4, 1], label[1]])  # a match below tau_hi does not count
     out = demote_invented(mined, [low], batch, (IMGSZ, IMGSZ), tau, 2.0)
     assert out.pos[:, 1].tolist() == [2]
+
+
+def _independent_precision_threshold(matched, unmatched, target, min_count=MIN_BOXES):
+    """The documented precision rule from raw scores: the lowest grid score k / BINS from which on, at every grid
+    threshold with at least min_count detections at or above it, matched / all >= target; 1.0 when that score has
+    fewer than min_count detections at or above it (no judged threshold passed)."""
+    grid = lambda v: min(math.floor(v * BINS), BINS - 1)  # noqa: E731
+    mb, ub = [grid(v) for v in matched], [grid(v) for v in unmatched]
+
+    def ok(k):
+        m, n = sum(b >= k for b in mb), sum(b >= k for b in mb) + sum(b >= k for b in ub)
+        return n < min_count or m >= target * n
+
+    k = BINS
+    while k > 0 and ok(k - 1):
+        k -= 1
+    judged = k < BINS and sum(b >= k for b in mb + ub) >= min_count
+    return k / BINS if judged else 1.0
+
+
+def test_precision_threshold_against_sorted_scores():
+    """tau_hi by precision on complete labels, against the rule computed from raw scores; one confident false box
+    (a running count below MIN_BOXES) does not block the class; a teacher that never reaches the target gets 1.0."""
+    g = torch.Generator().manual_seed(0)
+    matched = (0.3 + 0.7 * torch.rand(60, generator=g)).tolist()
+    unmatched = (0.6 * torch.rand(40, generator=g)).tolist() + [0.97]  # false boxes mostly low, one very confident
+    h = torch.zeros(2, BINS, dtype=torch.long)
+    h[0] = histogram(torch.tensor(matched), torch.zeros(60, dtype=torch.long), 1)[0]
+    h[1] = histogram(torch.tensor(unmatched), torch.zeros(41, dtype=torch.long), 1)[0]
+    for target in (0.8, 0.9, 0.95):
+        want = _independent_precision_threshold(matched, unmatched, target)
+        assert float(precision_threshold(h, target)) == pytest.approx(want, abs=1 / BINS + 1e-6), target
+        if target < 0.95:  # the confident false box did not push it above itself (at 0.95 it does: 13 of 14)
+            assert 0.3 < want < 0.97
+    assert float(precision_threshold(h, 0.9, min_count=1)) == pytest.approx(0.971)  # judged from one box: blocked
+    bad = torch.zeros(2, BINS, dtype=torch.long)
+    bad[0, 500], bad[1, 500] = 10, 30  # 25 % precision at every threshold
+    assert float(precision_threshold(bad, 0.9)) == 1.0
+    bad[0, 900] = 3  # precision 1 above 0.9, but judged from too few detections
+    assert float(precision_threshold(bad, 0.9)) == 1.0 == _independent_precision_threshold([0.9] * 3, [], 0.9)
+
+
+def test_precision_calibration_on_validation_images(models):
+    """teacher_calib=precision: after an epoch, tau_hi[c] is the precision rule applied to the teacher's detections
+    on the validation loader's images (Ultralytics' uint8 batches), matched box by box against their labels with
+    Ultralytics' own NMS and IoU, classes with few detections pooled, clamped; tau_lo keeps the recall rule on the
+    training labels."""
+    from copy import deepcopy
+
+    from ultralytics.utils.nms import non_max_suppression
+
+    model = deepcopy(models["yolov8n.yaml"])
+    with torch.no_grad():
+        for m in model.model[-1].cv3:  # class scores spread over (0, 1), so the rule has a curve to cut
+            m[-1].weight.mul_(30.0)
+            m[-1].bias.zero_()
+    val = []
+    for seed in (3, 4):
+        b = _random_batch(seed=seed)
+        b["img"] = (b["img"] * 255).round().to(torch.uint8)
+        quant = {**b, "img": b["img"].float() / 255}
+        val.append({**_labels_from_teacher(model.eval(), quant), "img": b["img"]})
+    trainer = _fake_trainer(model, epoch=0, test_loader=val)
+    target = 0.3
+    t = Teacher.from_args(method_args({**METHOD_DEFAULTS, "teacher": True, "teacher_calib": "precision",
+                                       "teacher_precision": target}))  # fmt: skip
+    train = _labels_from_teacher(trainer.ema.ema, _random_batch(seed=1))
+    t.preprocess_batch({k: v.clone() for k, v in train.items()}, trainer)
+    per_class = [[] for _ in range(NC)]
+    boxes, scores = teacher_predictions(trainer.ema.ema, train["img"])
+    gt = xywh2xyxy(train["bboxes"] * IMGSZ)
+    for c, v in zip(train["cls"].view(-1).long().tolist(),
+                    labelled_box_scores(boxes, scores, train["batch_idx"].long(), train["cls"].view(-1).long(),
+                                        gt).tolist()):  # fmt: skip
+        per_class[c].append(v)
+    dets = {c: ([], []) for c in range(NC)}
+    for b in val:
+        img, vgt = b["img"].float() / 255, xywh2xyxy(b["bboxes"] * IMGSZ)
+        with torch.no_grad():
+            y, _ = trainer.ema.ema(img)
+        for i, d in enumerate(non_max_suppression(y, conf_thres=LO_MIN, iou_thres=0.5, max_det=300)):
+            mine = b["batch_idx"] == i
+            for box, score, c in zip(d[:, :4], d[:, 4].tolist(), d[:, 5].long().tolist()):
+                hit = any(float(box_iou(box[None], g[None])) >= 0.5 and int(k) == c
+                          for g, k in zip(vgt[mine], b["cls"][mine].view(-1)))  # fmt: skip
+                dets[c][0 if hit else 1].append(score)
+    assert sum(len(u) for _, u in dets.values()) > 0 and sum(len(m) for m, _ in dets.values()) > 0
+    t.epoch_end(trainer)
+    pooled = ([s for m, _ in dets.values() for s in m], [s for _, u in dets.values() for s in u])
+    recall = _independent_thresholds(per_class)
+    for c in range(NC):
+        m, u = dets[c] if len(dets[c][0]) + len(dets[c][1]) >= MIN_BOXES else pooled
+        hi = max(_independent_precision_threshold(m, u, target), HI_RANGE[0])  # measured: no cap at HI_RANGE[1]
+        assert float(t.tau_hi[c]) == pytest.approx(hi, abs=1 / BINS + 1e-6), c
+        assert float(t.tau_lo[c]) == pytest.approx(min(recall[c][1], hi), abs=1 / BINS + 1e-6), c
+    assert ((t.tau_hi > HI_RANGE[0]) & (t.tau_hi < 1.0)).any()  # the rule, not its floor or its 'none', decided

@@ -56,6 +56,17 @@ labelled objects' scores, and stops); tau_lo[c] is the score at which it recalls
 is clamped to `HI_RANGE`, tau_lo to [`LO_MIN`, tau_hi]. A class with fewer than `MIN_BOXES` scored boxes in the epoch takes the thresholds of
 all classes pooled, or keeps its previous ones. `teacher_calib=fixed` uses `teacher_hi` and `teacher_lo` throughout
 (they are also the starting values of calibrated thresholds). The thresholds are saved in checkpoints.
+
+`teacher_calib=precision` measures what the bound above can only guess. On a training batch a detection that matches
+no label is a hidden object or an invented box, and the two cannot be told apart, so on sparse labels (several missing
+objects per labelled one) the bound blocks real objects: on the 40-epoch extreme split it held tau_hi at 0.62-0.81 and
+the teacher mined 0.005 positives per image (benchmarks/results/teacher_stages.md). The validation images are labelled
+completely (or nearly: a partially labelled one only makes the rule stricter), so there an unmatched detection is a
+false one. At every epoch end the teacher detects on the validation set (class-wise NMS at `teacher_nms`) and tau_hi[c]
+is the lowest score from which on its detections of class c reach precision `teacher_precision` (matched at IoU
+`CAL_IOU`; a running count below `MIN_BOXES` detections is not judged, so one confident false box cannot block a
+class; 1.0, no positives, when no judged threshold reaches it), at least `HI_RANGE[0]` (measured, so not capped at
+`HI_RANGE[1]`); tau_lo keeps the recall rule on the training labels, and the per-batch bound is off.
 """
 
 from __future__ import annotations
@@ -277,6 +288,36 @@ def invented_threshold(hist: torch.Tensor, ratio: float) -> torch.Tensor:
     return k.double() / bins
 
 
+def precision_threshold(hist: torch.Tensor, target: float, min_count: int = MIN_BOXES) -> torch.Tensor:
+    """(...) the lowest bin edge t such that at every threshold t' >= t with at least `min_count` detections scored
+    >= t', those matching a label are at least `target` of them, from (..., 2, BINS) [matched, unmatched] counts on
+    completely labelled images; 1.0 (no positives) when no threshold with `min_count` detections passes."""
+    m = hist[..., 0, :].flip(-1).cumsum(-1).flip(-1).double()  # [k]: matched detections scored >= k / BINS
+    n = m + hist[..., 1, :].flip(-1).cumsum(-1).flip(-1).double()
+    ok = (m >= target * n - 1e-9) | (n < min_count)
+    ok = ok.flip(-1).cumprod(-1).flip(-1).bool()  # [k]: holds at k and above
+    bins = hist.shape[-1]
+    k = torch.where(ok, torch.arange(bins, device=hist.device), bins).amin(-1)
+    judged = n.gather(-1, k.clamp(max=bins - 1)[..., None])[..., 0] >= min_count  # n falls with k: judged at k or never
+    return torch.where(judged & (k < bins), k.double() / bins, 1.0)
+
+
+@torch.no_grad()
+def validation_histograms(model: torch.nn.Module, loader: Any, nc: int, nms: float) -> torch.Tensor:
+    """(2, C, BINS) score counts of the teacher's detections on every batch of a validation loader (Ultralytics' uint8
+    letterboxed images, labels normalised to them): [0] matching a label of their image and class, [1] the others."""
+    out = None
+    for batch in loader:
+        dev = next(model.parameters()).device
+        img = batch["img"].to(dev).float() / 255
+        boxes, scores = teacher_predictions(model, img)
+        dets = detections(boxes, scores, LO_MIN, nms)
+        labels = {k: batch[k].to(dev) for k in TARGET_KEYS}
+        hist = detection_histograms(dets, *_gt_pixels(labels, *img.shape[2:]), nc)
+        out = hist if out is None else out + hist
+    return out.cpu() if out is not None else torch.zeros(2, nc, BINS, dtype=torch.long)
+
+
 @dataclass
 class Mined:
     """One batch's teacher boxes, in the batch's label layout: rows (batch_idx, cls, x, y, w, h normalised, score)."""
@@ -451,7 +492,8 @@ class Teacher(Method):
         decay (float): 0: the trainer's EMA is the teacher; else the decay of the teacher's own EMA of the student.
         warmup (int): Epochs without mining (the teacher is calibrated during the last of them).
         hi, lo (float): Fixed thresholds, and the starting values of calibrated ones.
-        calib (str): 'recall' (per-class thresholds from the teacher's recall of labelled boxes) or 'fixed'.
+        calib (str): 'recall' (per-class thresholds from the teacher's recall of labelled boxes), 'fixed', or
+            'precision' (tau_hi from the teacher's precision on the validation images, tau_lo by the recall rule).
         recall_hi, recall_lo (float): Shares of labelled boxes recalled at tau_hi and at tau_lo.
         soft (bool): Weight pseudo positives by the teacher's score (else they count as labels).
         nms (float): Class-wise NMS IoU on the teacher's boxes.
@@ -459,6 +501,7 @@ class Teacher(Method):
         classes (str): What the teacher may assume of an object's class: 'any', 'one' or 'sure' (see split_boxes).
         partial_empty (bool): Mine on images without any label too (default: they are verified background).
         unmatched (float): At tau_hi, at most this many detections matching no label per detection matching one.
+        precision (float): With calib='precision', the validation precision tau_hi is set to reach.
     """
 
     KEYS = {
@@ -468,8 +511,11 @@ class Teacher(Method):
         "teacher_warmup": at_least(1, 0, "teacher: epochs before mining starts"),
         "teacher_hi": unit(0.5, True, True, "teacher: fixed tau_hi (score of an extra positive), start of calibration"),
         "teacher_lo": unit(0.2, True, True, "teacher: fixed tau_lo (score of an uncertain box), start of calibration"),
-        "teacher_calib": choice("recall", "recall", "fixed", help="teacher: per-class thresholds from the teacher's "
-                                                                  "recall of labelled boxes, or fixed ones"),
+        "teacher_calib": choice("recall", "recall", "fixed", "precision",
+                                help="teacher: per-class thresholds from the teacher's recall of labelled boxes, fixed "
+                                     "ones, or tau_hi from its precision on the validation images"),
+        "teacher_precision": unit(0.9, True, True, "teacher: with teacher_calib=precision, tau_hi is the lowest score "
+                                                   "at which the teacher's detections on the val images reach this"),
         "teacher_recall_hi": unit(0.5, True, True, "teacher: share of labelled boxes the teacher recalls at tau_hi"),
         "teacher_recall_lo": unit(0.9, True, True, "teacher: share of labelled boxes the teacher recalls at tau_lo"),
         "teacher_unmatched": at_least(2.0, 0, "teacher: at tau_hi, at most this many teacher boxes matching no label "
@@ -491,10 +537,11 @@ class Teacher(Method):
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
                  gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
-                 strong: bool = False, classes: str = "sure"):  # fmt: skip
+                 strong: bool = False, classes: str = "sure", precision: float = 0.9):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
         self.partial_empty, self.unmatched, self.strong, self.classes = partial_empty, unmatched, strong, classes
+        self.precision = precision
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
@@ -529,7 +576,7 @@ class Teacher(Method):
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
                    k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"],
-                   k["teacher_strong"], k["teacher_classes"])  # fmt: skip
+                   k["teacher_strong"], k["teacher_classes"], k["teacher_precision"])  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -630,7 +677,7 @@ class Teacher(Method):
             batch = split_hidden(batch)
         epoch = getattr(trainer, "epoch", 0)
         mining = epoch >= self.warmup
-        calibrating = self.calib == "recall" and epoch >= self.warmup - 1
+        calibrating = self.calib != "fixed" and epoch >= self.warmup - 1
         model = self.teacher_model(trainer) if (mining or calibrating) else None  # an own EMA starts when first needed
         if model is None or not (mining or calibrating):
             return batch
@@ -654,7 +701,8 @@ class Teacher(Method):
                             dets=None if fixed_below else dets, classes=self.classes)  # fmt: skip
         # the bound on invented boxes holds for fixed thresholds too: without it a young teacher passed a fixed 0.5 on
         # 33 boxes per image at epoch 5 of the 40-epoch extreme run, 0.2 % of them on hidden objects (accuracy.py)
-        mined = demote_invented(mined, dets, batch, (h, w), tau_hi, self.unmatched)
+        if self.calib != "precision":  # the precision rule measures on complete labels what the bound guesses
+            mined = demote_invented(mined, dets, batch, (h, w), tau_hi, self.unmatched)
         mined = self.allowed(mined, batch)
         n = len(img)
         counts = torch.cat((img.new_tensor([len(mined.pos) / n, len(mined.unc) / n]), hidden_counts(mined, batch, n)))
@@ -683,27 +731,36 @@ class Teacher(Method):
         return Mined(*out)
 
     def epoch_end(self, trainer: Any) -> None:
-        """Recalibrate the thresholds from this epoch's labelled-box scores, summed over DDP ranks, and log them."""
-        if self.calib != "recall":
+        """Recalibrate the thresholds from this epoch's labelled-box scores (and, with teacher_calib=precision, the
+        teacher's detections on the validation images, made by the rank that holds them), summed over DDP ranks, and
+        log them."""
+        if self.calib == "fixed":
             return
         import torch.distributed as dist
 
         nc = len(trainer.data["names"])
         hist = self.hist if self.hist is not None else torch.zeros(3, nc, BINS, dtype=torch.long)
         self.hist = None
+        scored = int(hist[0].sum()) > 0  # no labelled box scored: a warm-up epoch before the last
+        if self.calib == "precision":
+            loader, model = getattr(trainer, "test_loader", None), self.teacher_model(trainer)
+            val = (validation_histograms(model, loader, nc, self.nms) if scored and loader is not None
+                   and model is not None else torch.zeros(2, nc, BINS, dtype=torch.long))  # fmt: skip
+            hist = torch.cat((hist.to(val.device), val))
         if dist.is_available() and dist.is_initialized():  # every rank calls this at every epoch end
             hist = hist.to(trainer.device)
             dist.all_reduce(hist)
-        if int(hist[0].sum()) == 0:  # no labelled box scored (e.g. a warm-up epoch before the last)
+        if int(hist[0].sum()) == 0:
             return
-        self.calibrate(hist.cpu())
+        self.calibrate(hist[:3].cpu(), hist[3:].cpu() if self.calib == "precision" else None)
         names = trainer.data["names"]
         per = ", ".join(f"{names[c]} {self.tau_hi[c]:.3f}/{self.tau_lo[c]:.3f}" for c in range(nc))
         LOGGER.info(f"teacher thresholds tau_hi/tau_lo after epoch {trainer.epoch + 1}: {per}")
 
-    def calibrate(self, hist: torch.Tensor) -> None:
+    def calibrate(self, hist: torch.Tensor, val: torch.Tensor | None = None) -> None:
         """Set tau_hi and tau_lo (C,) from score counts (see the module doc for the rule): (3, C, BINS) labelled-box
-        scores, matched and unmatched detections, or (C, BINS) labelled-box scores alone (no bound on invented boxes).
+        scores, matched and unmatched detections, or (C, BINS) labelled-box scores alone (no bound on invented boxes);
+        with `val` (2, C, BINS), the matched and unmatched detections on the validation images, tau_hi by precision.
         """
         dets = hist[1:] if hist.dim() == 3 else None
         hist = hist[0] if hist.dim() == 3 else hist
@@ -714,11 +771,16 @@ class Teacher(Method):
         use = torch.where(few[:, None], pooled.expand_as(hist), hist)
         enough = ~few | bool(pooled.sum() >= MIN_BOXES)
         hi = recall_threshold(use, self.recall_hi)
-        if dets is not None:  # (C, 2, BINS), pooled for the classes with too few labelled boxes
+        if val is not None:
+            per = val.permute(1, 0, 2)  # (C, 2, BINS)
+            thin = per.sum((1, 2)) < MIN_BOXES
+            per = torch.where(thin[:, None, None], per.sum(0, keepdim=True).expand_as(per), per)
+            hi = precision_threshold(per, self.precision)
+        elif dets is not None:  # (C, 2, BINS), pooled for the classes with too few labelled boxes
             per = dets.permute(1, 0, 2)
             per = torch.where(few[:, None, None], per.sum(0, keepdim=True).expand_as(per), per)
             hi = torch.maximum(hi, invented_threshold(per, self.unmatched))
-        hi = hi.float().clamp(*HI_RANGE)
+        hi = hi.float().clamp(HI_RANGE[0], 1.0 if val is not None else HI_RANGE[1])
         lo = torch.minimum(recall_threshold(use, self.recall_lo).float().clamp(min=LO_MIN), hi)
         self.tau_hi = torch.where(enough, hi, tau_hi)
         self.tau_lo = torch.where(enough, lo, tau_lo)
