@@ -64,7 +64,7 @@ def test_round_two_row_is_named_by_its_first_round_and_the_loop_code(fake_data):
 def test_added_key_at_its_old_behaviour_leaves_the_settings_alone(fake_data):
     """A key added later (ADDED_KEYS) at the value that reproduces the code before it is not in a run's settings,
     so records made before it existed stand; at any other value it is, and names another run."""
-    assert accuracy.ADDED_KEYS == {"cm_jitter": "reference", "cm_classes": "any"}
+    assert accuracy.ADDED_KEYS == {"cm_jitter": "reference", "cm_classes": "any", "teacher_precision": 0.9}
     _, plain = accuracy.settings_hash(fake_data, {"comining": True}, 0)
     _, ref = accuracy.settings_hash(fake_data, {"comining": True, "cm_jitter": "reference"}, 0)
     h_hsv, hsv = accuracy.settings_hash(fake_data, {"comining": True, "cm_jitter": "hsv"}, 0)

@@ -677,6 +677,30 @@ def test_train_resume_and_stock_checkpoints(shapes_data, tmp_path):
     assert load_in_stock_ultralytics([t.best, t.last], image).count("loaded") == 2
 
 
+def test_train_precision_rule_reads_the_validation_loader(shapes_data, tmp_path, monkeypatch):
+    """teacher_calib=precision in a real run: at the end of the warm-up epoch the teacher detects on every image of
+    Ultralytics' validation loader, and tau_hi comes out of those counts (saved in the checkpoint)."""
+    from ultralytics import YOLO
+
+    from yolo_partial.losses import teacher as teacher_mod
+
+    calls = []
+
+    def spy(model, loader, nc, nms):
+        calls.append(sum(len(b["img"]) for b in loader))
+        return real(model, loader, nc, nms)
+
+    real = teacher_mod.validation_histograms
+    monkeypatch.setattr(teacher_mod, "validation_histograms", spy)
+    yolo = YOLO("yolov8n.yaml")
+    yolo.train(trainer=PartialDetectionTrainer, data=str(shapes_data), project=str(tmp_path), name="p", epochs=1,
+               **TINY, teacher=True, teacher_warmup=1, teacher_calib="precision")  # fmt: skip
+    n_val = len(list((shapes_data.parent / "partial" / "images" / "val").iterdir()))
+    assert calls == [n_val]
+    saved = torch.load(yolo.trainer.last, weights_only=False)[CHECKPOINT_KEY]["teacher"]
+    assert saved["calibrations"] == 1 and all(HI_RANGE[0] <= v <= 1.0 for v in saved["tau_hi"])
+
+
 def test_train_yolo26_mines_from_the_first_epoch(shapes_data, tmp_path):
     from ultralytics import YOLO
 
@@ -781,16 +805,15 @@ def test_precision_threshold_against_sorted_scores():
     assert float(precision_threshold(bad, 0.9)) == 1.0 == _independent_precision_threshold([0.9] * 3, [], 0.9)
 
 
-def test_precision_calibration_on_validation_images(models):
+def test_precision_calibration_on_validation_images():
     """teacher_calib=precision: after an epoch, tau_hi[c] is the precision rule applied to the teacher's detections
     on the validation loader's images (Ultralytics' uint8 batches), matched box by box against their labels with
     Ultralytics' own NMS and IoU, classes with few detections pooled, clamped; tau_lo keeps the recall rule on the
     training labels."""
-    from copy import deepcopy
-
     from ultralytics.utils.nms import non_max_suppression
 
-    model = deepcopy(models["yolov8n.yaml"])
+    torch.manual_seed(0)  # a model of its own: the shared fixture's weights depend on the tests run before
+    model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False)
     with torch.no_grad():
         for m in model.model[-1].cv3:  # class scores spread over (0, 1), so the rule has a curve to cut
             m[-1].weight.mul_(30.0)
