@@ -127,12 +127,15 @@ ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior"
 FURTHER = {"teacher+bpr-obj-sparse": ("extreme",), "teacher+bpr-obj-nobound": ("extreme",),
            "teacher+bpr-obj-fixed": ("extreme",), "bpr-obj+mined": ("extreme", "hard"),
            "teacher-prec": ("extreme", "hard"),
-           "bpr-obj+mined2": ("extreme",)}
+           "bpr-obj+mined2": ("extreme",), "bpr-obj+mined+teacher": ("extreme", "hard")}
 # round-two row -> its first-round row: that row's model of the same variant and seed mines the split, its keys train
 # round 2 (the module docstring); a round-two row as first round makes a third round, which mines the split afresh
-ROUND_TWO = {"bpr-obj+mined": "bpr-obj", "bpr-obj+mined2": "bpr-obj+mined"}
+ROUND_TWO = {"bpr-obj+mined": "bpr-obj", "bpr-obj+mined2": "bpr-obj+mined", "bpr-obj+mined+teacher": "bpr-obj"}
+# a round-two row whose second round trains other keys than its first: BPR-obj's model mines, the teacher trains on the
+# accepted labels (once accepted, extreme's labels are about as dense as hard's, where the teacher gained the most)
+ROUND_TWO_KEYS = {"bpr-obj+mined+teacher": {"teacher": True}}
 for _row, _first in ROUND_TWO.items():  # in order: a third round takes its keys from the second
-    ROWS[_row] = ROWS[_first]
+    ROWS[_row] = ROUND_TWO_KEYS.get(_row, ROWS[_first])
 LOOP_CODE = ("yolo_partial/mine.py", "yolo_partial/accept.py")  # files that shape a round-two row's training data
 # files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")

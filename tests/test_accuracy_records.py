@@ -55,7 +55,7 @@ def test_round_two_row_is_named_by_its_first_round_and_the_loop_code(fake_data):
     for row, first in accuracy.ROUND_TWO.items():
         name, settings, keys = accuracy.run_name(row, "extreme", fake_data, 1)
         first_name = accuracy.run_name(first, "extreme", fake_data, 1)[0]
-        assert keys == accuracy.ROWS[first] and settings["round_one"] == first_name
+        assert keys == accuracy.ROUND_TWO_KEYS.get(row, accuracy.ROWS[first]) and settings["round_one"] == first_name
         assert len(settings["loop_code"]) == 40 and name != first_name
         assert name.startswith(row.replace("+", "_") + "-extreme-s1-")
         assert accuracy.run_name(row, "extreme", fake_data, 2)[1]["round_one"] != first_name  # per seed
