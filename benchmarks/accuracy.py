@@ -144,11 +144,22 @@ CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "y
 # the proof benchmarks/equivalence.py printed (the same short training at both commits, bit-identical losses, counts
 # and weights); an edit that changes behaviour for some settings is declared for the others only.
 CODE_EQUIVALENT = (
+    # teacher.py: the threshold rules' shared counting (at_or_above, lowest_holding, pooled_where) folded, no change.
+    # `equivalence.py --base 302d006 --rows teacher teacher-prec teacher+bpr-obj-fixed --variant hard --model <40-epoch
+    # hard teacher model> --epochs 2`, and the same for teacher+bpr-obj: identical under all three rules (mining in
+    # epoch 2: 0.42-0.59 positives per image; the precision rule calibrated on the val images after epoch 1)
+    ("edc70f2eebead8427726a05c5db0d04508466f08", "683a07d115a5922ff438fa39f64ac8cc182ccb8f", {"teacher_calib": "recall"}),
+    ("edc70f2eebead8427726a05c5db0d04508466f08", "683a07d115a5922ff438fa39f64ac8cc182ccb8f",
+     {"teacher_calib": "precision"}),
+    ("0ffdd925522644709c60075655c27aaf8e46216d", "5f0e9ddf47bcd231023fcdf4331ba6e33e15536a", {"teacher_calib": "fixed"}),
+    ("0ffdd925522644709c60075655c27aaf8e46216d", "5f0e9ddf47bcd231023fcdf4331ba6e33e15536a", {"teacher_calib": "recall"}),
     # teacher.py: teacher_calib=precision added (ADDED_KEYS: teacher_precision), the recall and fixed rules untouched.
     # `equivalence.py --base 50286fe --rows teacher teacher+bpr-obj-fixed --variant hard --model <40-epoch hard teacher
     # model> --epochs 2`: identical (mining in epoch 2: 0.42 and 0.59 positives, 1.8 and 2.0 uncertain boxes per image)
     ("683a07d115a5922ff438fa39f64ac8cc182ccb8f", "02cac439da1ee56736776416b0957f5879c72f46", {"teacher_calib": "recall"}),
     ("5f0e9ddf47bcd231023fcdf4331ba6e33e15536a", "13da53f9c5df7e226ce79c97b6eda2d967705792", {"teacher_calib": "fixed"}),
+    # the same edit, teacher+bpr-obj: `equivalence.py --base 50286fe --rows teacher+bpr-obj --variant hard` identical
+    ("5f0e9ddf47bcd231023fcdf4331ba6e33e15536a", "13da53f9c5df7e226ce79c97b6eda2d967705792", {"teacher_calib": "recall"}),
     # teacher.py: the dead SOFT_WEIGHT branch removed, and the per-batch bound on invented boxes applied with fixed
     # thresholds too (a change for teacher_calib=fixed only). `equivalence.py --base 4c2a336 --rows teacher
     # teacher+bpr-obj teacher+bpr-obj-fixed --model <40-epoch extreme model> --epochs 2`: the recall rows identical

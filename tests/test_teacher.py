@@ -427,6 +427,22 @@ def _labels_from_teacher(teacher, batch, n=3):
     return batch
 
 
+def _brute_force_detections(teacher, img, labels, dets):
+    """Append to dets ({class: (matched, unmatched) score lists}) every detection of the teacher on img: the head's
+    own decoded output through Ultralytics' NMS, matched box by box against the labels (IoU >= 0.5, same class)."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    gt = xywh2xyxy(labels["bboxes"] * IMGSZ)
+    with torch.no_grad():
+        y, _ = teacher(img)
+    for i, d in enumerate(non_max_suppression(y, conf_thres=LO_MIN, iou_thres=0.5, max_det=300)):
+        mine = labels["batch_idx"] == i
+        for box, score, c in zip(d[:, :4], d[:, 4].tolist(), d[:, 5].long().tolist()):
+            hit = any(float(box_iou(box[None], g[None])) >= 0.5 and int(k) == c
+                      for g, k in zip(gt[mine], labels["cls"][mine].view(-1)))  # fmt: skip
+            dets[c][0 if hit else 1].append(score)
+
+
 def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
     """Thresholds after an epoch of two batches equal the rule applied to brute-force scores of all labelled boxes;
     under DDP the histogram is all-reduced first (here: a fake second rank adding its own scores)."""
@@ -445,7 +461,6 @@ def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
     per_class = [[] for _ in range(NC)]
     dets = {c: ([], []) for c in range(NC)}  # matched, unmatched detection scores
     teacher = trainer.ema.ema
-    from ultralytics.utils.nms import non_max_suppression
 
     for b in batches:
         boxes, scores = teacher_predictions(teacher, b["img"])
@@ -453,14 +468,7 @@ def test_epoch_calibration_against_brute_force_and_ddp_sum(models, monkeypatch):
         s = labelled_box_scores(boxes, scores, b["batch_idx"].long(), b["cls"].view(-1).long(), gt)
         for c, v in zip(b["cls"].view(-1).long().tolist(), s.tolist()):
             per_class[c].append(v)
-        with torch.no_grad():  # the head's own decoded output through Ultralytics' NMS, matched box by box
-            y, _ = teacher(b["img"])
-        for i, d in enumerate(non_max_suppression(y, conf_thres=LO_MIN, iou_thres=0.5, max_det=300)):
-            mine = b["batch_idx"] == i
-            for box, score, c in zip(d[:, :4], d[:, 4].tolist(), d[:, 5].long().tolist()):
-                hit = any(float(box_iou(box[None], g[None])) >= 0.5 and int(k) == c
-                          for g, k in zip(gt[mine], b["cls"][mine].view(-1)))  # fmt: skip
-                dets[c][0 if hit else 1].append(score)
+        _brute_force_detections(teacher, b["img"], b, dets)
     assert sum(len(u) for _, u in dets.values()) > 0 and sum(len(m) for m, _ in dets.values()) > 0
     other_rank = torch.zeros(3, NC, BINS, dtype=torch.long)
     other_rank[0] = histogram(torch.full((20,), 0.95), torch.zeros(20, dtype=torch.long), NC)
@@ -810,7 +818,6 @@ def test_precision_calibration_on_validation_images():
     on the validation loader's images (Ultralytics' uint8 batches), matched box by box against their labels with
     Ultralytics' own NMS and IoU, classes with few detections pooled, clamped; tau_lo keeps the recall rule on the
     training labels."""
-    from ultralytics.utils.nms import non_max_suppression
 
     torch.manual_seed(0)  # a model of its own: the shared fixture's weights depend on the tests run before
     model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False)
@@ -839,15 +846,7 @@ def test_precision_calibration_on_validation_images():
         per_class[c].append(v)
     dets = {c: ([], []) for c in range(NC)}
     for b in val:
-        img, vgt = b["img"].float() / 255, xywh2xyxy(b["bboxes"] * IMGSZ)
-        with torch.no_grad():
-            y, _ = trainer.ema.ema(img)
-        for i, d in enumerate(non_max_suppression(y, conf_thres=LO_MIN, iou_thres=0.5, max_det=300)):
-            mine = b["batch_idx"] == i
-            for box, score, c in zip(d[:, :4], d[:, 4].tolist(), d[:, 5].long().tolist()):
-                hit = any(float(box_iou(box[None], g[None])) >= 0.5 and int(k) == c
-                          for g, k in zip(vgt[mine], b["cls"][mine].view(-1)))  # fmt: skip
-                dets[c][0 if hit else 1].append(score)
+        _brute_force_detections(trainer.ema.ema, b["img"].float() / 255, b, dets)
     assert sum(len(u) for _, u in dets.values()) > 0 and sum(len(m) for m, _ in dets.values()) > 0
     t.epoch_end(trainer)
     pooled = ([s for m, _ in dets.values() for s in m], [s for _, u in dets.values() for s in u])

@@ -209,13 +209,31 @@ def histogram(scores: torch.Tensor, cls: torch.Tensor, nc: int, bins: int = BINS
     return torch.bincount(cls * bins + k, minlength=nc * bins).view(nc, bins)
 
 
+def at_or_above(hist: torch.Tensor) -> torch.Tensor:
+    """(..., BINS) counts -> (..., BINS) float64 [k] = the number of scores >= k / BINS."""
+    return hist.flip(-1).cumsum(-1).flip(-1).double()
+
+
+def lowest_holding(ok: torch.Tensor) -> torch.Tensor:
+    """(..., BINS) bool per bin -> (...) the lowest bin k from which on `ok` holds at every bin (BINS when the top
+    bin fails)."""
+    bins = ok.shape[-1]
+    ok = ok.flip(-1).cumprod(-1).flip(-1).bool()
+    return torch.where(ok, torch.arange(bins, device=ok.device), bins).amin(-1)
+
+
+def pooled_where(per: torch.Tensor, few: torch.Tensor) -> torch.Tensor:
+    """(C, ...) per-class counts with the rows of the classes in `few` (C,) replaced by all classes' sum."""
+    shape = (-1,) + (1,) * (per.dim() - 1)
+    return torch.where(few.view(shape), per.sum(0, keepdim=True).expand_as(per), per)
+
+
 def recall_threshold(hist: torch.Tensor, share: float) -> torch.Tensor:
     """(...) the largest bin edge t = k / bins such that at least `share` of the scores in `hist` (..., bins) are >= t,
     i.e. the score at which a detector recalls that share of the boxes; NaN where the histogram is empty."""
     bins = hist.shape[-1]
-    at_or_above = hist.flip(-1).cumsum(-1).flip(-1).double()  # [..., k] = number of scores >= k / bins
     need = share * hist.sum(-1, keepdim=True).double()
-    ok = at_or_above >= need - 1e-9
+    ok = at_or_above(hist) >= need - 1e-9
     k = torch.where(ok, torch.arange(bins, device=hist.device), -1).amax(-1)
     return torch.where(hist.sum(-1) > 0, k.double() / bins, math.nan)
 
@@ -280,24 +298,18 @@ def invented_threshold(hist: torch.Tensor, ratio: float) -> torch.Tensor:
     """(...) the lowest bin edge t such that at every threshold t' >= t, the detections scored >= t' that match no
     label are at most `ratio` times those that match one, from (..., 2, BINS) [matched, unmatched] counts (1.0 when
     even the top bin fails; 0 when there are no detections)."""
-    m = hist[..., 0, :].flip(-1).cumsum(-1).flip(-1).double()  # [k]: matched detections scored >= k / BINS
-    u = hist[..., 1, :].flip(-1).cumsum(-1).flip(-1).double()
-    ok = (u <= ratio * m).flip(-1).cumprod(-1).flip(-1).bool()  # [k]: the bound holds at k and above
-    bins = hist.shape[-1]
-    k = torch.where(ok, torch.arange(bins, device=hist.device), bins).amin(-1)
-    return k.double() / bins
+    m, u = at_or_above(hist[..., 0, :]), at_or_above(hist[..., 1, :])  # [k]: matched / unmatched scored >= k / BINS
+    return lowest_holding(u <= ratio * m).double() / hist.shape[-1]
 
 
 def precision_threshold(hist: torch.Tensor, target: float, min_count: int = MIN_BOXES) -> torch.Tensor:
     """(...) the lowest bin edge t such that at every threshold t' >= t with at least `min_count` detections scored
     >= t', those matching a label are at least `target` of them, from (..., 2, BINS) [matched, unmatched] counts on
     completely labelled images; 1.0 (no positives) when no threshold with `min_count` detections passes."""
-    m = hist[..., 0, :].flip(-1).cumsum(-1).flip(-1).double()  # [k]: matched detections scored >= k / BINS
-    n = m + hist[..., 1, :].flip(-1).cumsum(-1).flip(-1).double()
-    ok = (m >= target * n - 1e-9) | (n < min_count)
-    ok = ok.flip(-1).cumprod(-1).flip(-1).bool()  # [k]: holds at k and above
+    m = at_or_above(hist[..., 0, :])  # [k]: matched detections scored >= k / BINS
+    n = m + at_or_above(hist[..., 1, :])
+    k = lowest_holding((m >= target * n - 1e-9) | (n < min_count))
     bins = hist.shape[-1]
-    k = torch.where(ok, torch.arange(bins, device=hist.device), bins).amin(-1)
     judged = n.gather(-1, k.clamp(max=bins - 1)[..., None])[..., 0] >= min_count  # n falls with k: judged at k or never
     return torch.where(judged & (k < bins), k.double() / bins, 1.0)
 
@@ -306,9 +318,8 @@ def precision_threshold(hist: torch.Tensor, target: float, min_count: int = MIN_
 def validation_histograms(model: torch.nn.Module, loader: Any, nc: int, nms: float) -> torch.Tensor:
     """(2, C, BINS) score counts of the teacher's detections on every batch of a validation loader (Ultralytics' uint8
     letterboxed images, labels normalised to them): [0] matching a label of their image and class, [1] the others."""
-    out = None
+    out, dev = None, next(model.parameters()).device
     for batch in loader:
-        dev = next(model.parameters()).device
         img = batch["img"].to(dev).float() / 255
         boxes, scores = teacher_predictions(model, img)
         dets = detections(boxes, scores, LO_MIN, nms)
@@ -766,20 +777,15 @@ class Teacher(Method):
         hist = hist[0] if hist.dim() == 3 else hist
         nc = hist.shape[0]
         tau_hi, tau_lo = self._thresholds(nc, "cpu")
-        pooled = hist.sum(0, keepdim=True)
         few = hist.sum(1) < MIN_BOXES
-        use = torch.where(few[:, None], pooled.expand_as(hist), hist)
-        enough = ~few | bool(pooled.sum() >= MIN_BOXES)
+        use = pooled_where(hist, few)
+        enough = ~few | bool(hist.sum() >= MIN_BOXES)
         hi = recall_threshold(use, self.recall_hi)
         if val is not None:
-            per = val.permute(1, 0, 2)  # (C, 2, BINS)
-            thin = per.sum((1, 2)) < MIN_BOXES
-            per = torch.where(thin[:, None, None], per.sum(0, keepdim=True).expand_as(per), per)
-            hi = precision_threshold(per, self.precision)
+            per = val.permute(1, 0, 2)  # (C, 2, BINS), pooled for the classes with too few detections
+            hi = precision_threshold(pooled_where(per, per.sum((1, 2)) < MIN_BOXES), self.precision)
         elif dets is not None:  # (C, 2, BINS), pooled for the classes with too few labelled boxes
-            per = dets.permute(1, 0, 2)
-            per = torch.where(few[:, None, None], per.sum(0, keepdim=True).expand_as(per), per)
-            hi = torch.maximum(hi, invented_threshold(per, self.unmatched))
+            hi = torch.maximum(hi, invented_threshold(pooled_where(dets.permute(1, 0, 2), few), self.unmatched))
         hi = hi.float().clamp(HI_RANGE[0], 1.0 if val is not None else HI_RANGE[1])
         lo = torch.minimum(recall_threshold(use, self.recall_lo).float().clamp(min=LO_MIN), hi)
         self.tau_hi = torch.where(enough, hi, tau_hi)
