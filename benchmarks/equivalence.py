@@ -13,16 +13,24 @@ A match is evidence only where the run exercised the edited code: the counts it 
 and uncertain boxes per image) say whether it did; --model starts from a trained checkpoint so that a teacher mines
 from the first batch.
 
+With --loop it checks an edit of the mining code (accuracy.LOOP_CODE) instead: `mine` with the checkpoint --model on
+the variant's training split, then `accept` of the unreviewed list, as a round-two row runs them at mine's defaults,
+once per tree into the same folder; every file of both outputs but the producer marker must be byte-identical, and it
+prints the `LOOP_EQUIVALENT` entry.
+
 Usage:
   python benchmarks/equivalence.py --base HEAD --rows teacher teacher+bpr-obj [--model best.pt] [--epochs 3]
+  python benchmarks/equivalence.py --base HEAD --loop --model best.pt [--variant extreme]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +55,59 @@ YOLO({model!r}).train(trainer=PartialDetectionTrainer, data={data!r}, project={p
 import yolo_partial
 print("EQUIVALENCE " + json.dumps({{"code": code_hash(keys, {root!r}), "package": yolo_partial.__file__}}))
 """
+
+
+# mines and accepts with one tree's package, into {out}/mined and {out}/accepted (mine_loop's calls, its defaults)
+LOOP_CHILD = """
+import json, sys
+from pathlib import Path
+sys.path.insert(1, {bench!r})
+from mine_loop import mine_accept
+import yolo_partial
+mine_accept(Path({out!r}), Path({model!r}), Path({data!r}), {{"imgsz": 160, "device": "cpu"}}, "mined")
+print("EQUIVALENCE " + json.dumps({{"package": yolo_partial.__file__}}))
+"""
+
+
+def loop_hash(tree: Path) -> str:
+    """accuracy.loop_hash's raw hash (before LOOP_EQUIVALENT) of one tree's mining code."""
+    from accuracy import LOOP_CODE
+
+    return hashlib.sha1(b"".join((tree / f).read_bytes() for f in LOOP_CODE)).hexdigest()
+
+
+def mine_tree(tree: Path, model: str, data: str, out: Path) -> dict[str, str]:
+    """Mine and accept with the package of `tree` into out/data, then move it to out/<tree name> -> {file: sha256}
+    of every output file but the producer markers (which name the keys each tree knows)."""
+    from yolo_partial.fileio import MARKER
+
+    work = out / "data"
+    src = LOOP_CHILD.format(bench=str(REPO / "benchmarks"), out=str(out), model=model, data=data)
+    p = subprocess.run([sys.executable, "-c", src], env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+                       text=True, cwd=out)
+    if p.returncode:
+        sys.exit(f"mining at {tree} failed:\n{p.stderr[-3000:]}")
+    info = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("EQUIVALENCE ")).split(" ", 1)[1])
+    if not Path(info["package"]).resolve().is_relative_to(tree.resolve()):
+        sys.exit(f"mining at {tree}: imported yolo_partial from {info['package']}, expected the tree's own")
+    digest = {str(f.relative_to(work)): hashlib.sha256(f.read_bytes()).hexdigest()
+              for f in sorted(work.rglob("*")) if f.is_file() and f.name != MARKER}
+    shutil.move(work, out / tree.name)
+    return digest
+
+
+def check_loop(base: Path, model: str, data: str, out: Path) -> None:
+    """Print whether mine + accept write the same files at both trees, and the LOOP_EQUIVALENT entry if so."""
+    from accuracy import LOOP_EQUIVALENT
+
+    out.mkdir()
+    old, new = mine_tree(base, model, data, out), mine_tree(REPO, model, data, out)
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    before = dict(LOOP_EQUIVALENT).get(loop_hash(base), loop_hash(base))
+    print(f"mine + accept: {'IDENTICAL' if not differ else 'DIFFERENT'} ({len(new)} files, {len(differ)} differ"
+          f"{': ' + ', '.join(differ[:5]) if differ else ''}); loop code {before[:10]} -> {loop_hash(REPO)[:10]}")
+    if not differ and before != loop_hash(REPO):
+        print(f"  LOOP_EQUIVALENT entry: ({loop_hash(REPO)!r}, {before!r}),")
 
 
 def train(tree: Path, row: str, data: str, model: str, epochs: int, out: Path) -> dict:
@@ -89,11 +150,14 @@ def weights_differ(a: Path, b: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default="HEAD", help="the commit whose code the records were made with")
-    p.add_argument("--rows", nargs="+", required=True, help="accuracy.py rows (or combo:A+B)")
+    p.add_argument("--rows", nargs="+", default=[], help="accuracy.py rows (or combo:A+B)")
+    p.add_argument("--loop", action="store_true", help="check the mining code instead (--model: a trained checkpoint)")
     p.add_argument("--variant", default="extreme", choices=("hard", "extreme"))
     p.add_argument("--model", default="yolov8n.yaml", help="start: a model YAML or a trained checkpoint")
     p.add_argument("--epochs", type=int, default=3)
     a = p.parse_args(argv)
+    if not a.rows and not a.loop:
+        p.error("expected --rows or --loop")
     sys.path.insert(0, str(REPO / "benchmarks"))
     from accuracy import ROWS, combo_keys, datasets
 
@@ -104,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(base), a.base], check=True)
         try:
             out = Path(tmp) / "runs"
+            if a.loop:
+                check_loop(base, str(Path(a.model).absolute()), data, Path(tmp) / "loop")
             for row in a.rows:
                 old = train(base, row, data, a.model, a.epochs, out)
                 new = train(REPO, row, data, a.model, a.epochs, out)

@@ -382,6 +382,61 @@ def test_accept_unreviewed_list_takes_every_exported_candidate(setup, mined, tru
     assert tree_digest(root) == source_digest
 
 
+def test_uncertain_band_becomes_ignore_regions(setup, truth, source_digest):
+    """mine uncertain=S writes every candidate scoring in [S, conf) to uncertain.json (normalised, per image), with
+    the band's real count from the manifest; accept turns them into ignore boxes of the new version's partial.json
+    (read back as the trainer reads it), not into labels; ignore_uncertain=False and a changed file are handled."""
+    from yolo_partial.partial_labels import load_for_data
+
+    model, data, root, _, tmp = setup
+    conf, floor = 0.01, LOW_CONF
+    mined = run_mine({"model": str(model), "data": str(data), "out": str(tmp / "mined_band"), "conf": conf,
+                      "uncertain": floor, "imgsz": IMGSZ, "batch": BATCH})
+    band = {n: t["cands"][(t["cands"][:, 5] >= floor) & (t["cands"][:, 5] < conf)] for n, t in truth.items()}
+    band = {n: b for n, b in band.items() if len(b)}
+    assert band and sum(map(len, band.values())) < sum(len(t["cands"]) for t in truth.values())
+    record = json.loads((mined / "mine.json").read_text())
+    real = sum(int(((t["cands"][:, 5] >= floor) & (t["cands"][:, 5] < conf) & (t["took"] >= 0)).sum())
+               for t in truth.values())
+    assert record["uncertain"] == {"floor": floor, "boxes": sum(map(len, band.values())), "real": real}
+    written = json.loads((mined / "uncertain.json").read_text())
+    assert (written["floor"], written["conf"], set(written["images"])) == (floor, conf, set(band))
+    for name, rows in written["images"].items():
+        got = np.array(rows)
+        w, h = truth[name]["size"]
+        np.testing.assert_allclose(_pixels(got[:, :5], w, h), band[name][:, :5], atol=1e-6 * 160)
+        np.testing.assert_allclose(got[:, 5], band[name][:, 5], atol=1e-5)
+
+    out = run_accept({"data": str(data), "reviewed": str(mined / "candidates.xml"), "mined": str(mined),
+                      "out": str(tmp / "ignored")}).parent
+    assert 'partial: "partial.json"' in (out / "data.yaml").read_text()
+    acc = json.loads((out / "accepted.json").read_text())
+    assert acc["summary"]["ignore_boxes"] == sum(map(len, band.values()))
+    exported = sum(int((t["cands"][:, 5] >= conf).sum()) for t in truth.values())
+    assert len(acc["added"]) == exported  # the band is no label: only the exported list is added
+    partial = load_for_data(out / "data.yaml")
+    for name, t in truth.items():
+        entry = partial.for_image(str(out / "images" / "train" / name))
+        if name not in band:
+            assert entry is None or not len(entry.ignore)
+            continue
+        assert entry.labeled is None and not entry.negative
+        np.testing.assert_allclose(_pixels(np.c_[band[name][:, :1], entry.ignore], *t["size"])[:, 1:],
+                                   band[name][:, 1:5], atol=1e-6 * 160)
+
+    off = run_accept({"data": str(data), "reviewed": str(mined / "candidates.xml"), "mined": str(mined),
+                      "out": str(tmp / "not_ignored"), "ignore_uncertain": False}).parent
+    assert not (off / "partial.json").exists() and "partial:" not in (off / "data.yaml").read_text()
+    assert _label_lines(off) == _label_lines(out)
+    (mined / "uncertain.json").write_text((mined / "uncertain.json").read_text().replace("[", "[ ", 1))
+    _one_line_error(PartialDataError, run_accept, {"data": str(data), "reviewed": str(mined / "candidates.xml"),
+                                                   "mined": str(mined), "out": str(tmp / "tampered")},
+                    match="uncertain.json: missing or changed since mine wrote it", nothing_at=tmp / "tampered")
+    _one_line_error(PartialConfigError, run_mine, {"model": str(model), "data": str(data), "uncertain": 1.5},
+                    match=r"uncertain=1.5 .*\(0, 1\)")
+    assert tree_digest(root) == source_digest
+
+
 def test_accept_json_review_relabel_delete_and_remove_labels(setup, mined, truth, source_digest):
     _, data, root, _, tmp = setup
     coco = json.loads((mined / "candidates.json").read_text())

@@ -20,9 +20,12 @@ Output folder (same layout as `split`, written atomically, deterministic; the so
   accepted.json  in the hidden.json manifest family: every box added, every candidate rejected, every label removed
   hidden.json    when the source names a manifest: carried over, less the hidden boxes the added boxes restore
   partial.json   when the source names a `partial:` file: carried over (a class that gained a box in an image is no
-                 longer verified absent there; see split.carry_partial)
+                 longer verified absent there; see split.carry_partial); and when mine wrote uncertain.json
+                 (mine uncertain=S): its predictions as ignore boxes of their images, reviewed or not, unless
+                 ignore_uncertain=False
 
-Usage: ``yolo-partial accept data=X.yaml reviewed=FILE [mined=DIR] [out=DIR] [remove_labels=False]``
+Usage: ``yolo-partial accept data=X.yaml reviewed=FILE [mined=DIR] [out=DIR] [remove_labels=False]
+[ignore_uncertain=True]``
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ from .fileio import atomic_dir
 from .hidden import find_manifest, load_manifest
 from .labels import MANIFEST_FORMAT, data_yaml_text
 from .data import resolve_data
-from .mine import (RECORD, RECORD_FORMAT, SplitImages, _num, _text, box_iou, check_args, dir_key, greedy_match,
+from .mine import (RECORD, RECORD_FORMAT, UNCERTAIN, UNCERTAIN_FORMAT, SplitImages, _num, _text, box_iou, check_args, dir_key, greedy_match,
                    load_split, xyxy_to_yolo, yolo_to_xyxy)
-from .partial_labels import load_for_data, write_partial
+from .partial_labels import ImagePartial, load_for_data, write_partial
 from .split import carry_partial, linked_images, write_lists
 
 TOL_PX = 0.5  # a reviewed box within this many pixels of an exported one is that box (CVAT keeps 0.01 px)
@@ -57,6 +60,7 @@ ACCEPT_KEYS = {
     "mined": (None, lambda v: v is None or _text(v), "the output folder of `yolo-partial mine`"),
     "out": (None, lambda v: v is None or _text(v), "an output folder"),
     "remove_labels": (False, lambda v: isinstance(v, bool), "True or False"),
+    "ignore_uncertain": (True, lambda v: isinstance(v, bool), "True or False"),
     "match_iou": (None, lambda v: v is None or (_num(v) and 0 < v <= 1), "a number in (0, 1]"),
 }
 
@@ -64,12 +68,14 @@ ACCEPT_KEYS = {
 # ---------------------------------------------------------------------------------------------- reading the inputs
 @dataclass
 class Record:
-    """What `mine` exported: per image name, its size and candidates (k, 6) [cls, x1, y1, x2, y2, score] pixels."""
+    """What `mine` exported: per image name, its size and candidates (k, 6) [cls, x1, y1, x2, y2, score] pixels,
+    and with uncertain.json the predictions below the cut (u, 4) normalised [cx, cy, w, h]."""
 
     folder: Path
     meta: dict[str, Any]
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (width, height)
     cands: dict[str, np.ndarray] = field(default_factory=dict)
+    uncertain: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,17 +97,22 @@ def _load_json(path: Path, what: str) -> Any:
         raise PartialDataError(f"{path}: malformed JSON ({e}): expected {what}") from None
 
 
+def _recorded(folder: Path, meta: dict, file: str) -> Path:
+    """folder/file, checked against the checksum mine.json keeps of it."""
+    path = folder / file
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    if digest != meta.get("files", {}).get(file):
+        raise PartialDataError(f"{path}: missing or changed since mine wrote it; it is the record the review is "
+                               "compared with: expected it untouched (review a copy, or re-run mine)")
+    return path
+
+
 def load_record(folder: Path) -> Record:
-    """Read mine's record (mine.json and the untouched candidates.json) from its output folder -> Record."""
+    """Read mine's record (mine.json, the untouched candidates.json and uncertain.json) from its output folder."""
     meta = _load_json(folder / RECORD, f"{RECORD} of a `yolo-partial mine` output folder")
     if not isinstance(meta, dict) or meta.get("format") != RECORD_FORMAT:
         raise PartialDataError(f"{folder / RECORD}: not a mine record: expected format '{RECORD_FORMAT}'")
-    coco_path = folder / "candidates.json"
-    digest = hashlib.sha256(coco_path.read_bytes()).hexdigest() if coco_path.is_file() else None
-    if digest != meta.get("files", {}).get("candidates.json"):
-        raise PartialDataError(f"{coco_path}: missing or changed since mine wrote it; it is the record the review is "
-                               "compared with: expected it untouched (review a copy, or re-run mine)")
-    coco = _load_json(coco_path, "COCO JSON")
+    coco = _load_json(_recorded(folder, meta, "candidates.json"), "COCO JSON")
     record = Record(folder, meta)
     ids = {}
     for im in coco["images"]:
@@ -113,6 +124,12 @@ def load_record(folder: Path) -> Record:
             x, y, w, h = a["bbox"]
             record.cands[ids[a["image_id"]]].append([a["category_id"] - 1, x, y, x + w, y + h, a["score"]])
     record.cands = {k: np.array(v, np.float64).reshape(-1, 6) for k, v in record.cands.items()}
+    if UNCERTAIN in meta.get("files", {}):
+        path = _recorded(folder, meta, UNCERTAIN)
+        band = _load_json(path, f"{UNCERTAIN} of a `yolo-partial mine` output folder")
+        if not isinstance(band, dict) or band.get("format") != UNCERTAIN_FORMAT:
+            raise PartialDataError(f"{path}: expected format '{UNCERTAIN_FORMAT}'")
+        record.uncertain = {k: np.array(v, np.float32).reshape(-1, 6)[:, 1:5] for k, v in band["images"].items()}
     return record
 
 
@@ -368,6 +385,17 @@ def new_manifest(carried: Carried, restored: set[int], rel_of: dict[str, str], n
     return out
 
 
+def add_ignore(entries: dict[str, ImagePartial], uncertain: dict[str, np.ndarray], data: SplitImages) -> int:
+    """Add each image's uncertain predictions (normalised xywh, by record name) to its `partial:` entry (by path in the
+    output) as ignore boxes -> how many were added."""
+    rel_of_name = {data.name_of[f]: rel for rel, f in data.images.images.items()}
+    for name, boxes in uncertain.items():
+        rel = rel_of_name[name]
+        e = entries.get(rel) or ImagePartial()
+        entries[rel] = ImagePartial(e.labeled, e.negative, np.concatenate([e.ignore, boxes]))
+    return sum(len(b) for b in uncertain.values())
+
+
 def new_data_yaml(out: Path, data: SplitImages, entry: str | list[str], hidden: bool, header: str,
                   partial: bool = False) -> str:
     """data.yaml of the new version: the mined split in it, the other image sources at the source, other keys kept."""
@@ -429,14 +457,17 @@ def run_accept(args: dict[str, Any]) -> Path:
     out = Path(str(opts["out"])).expanduser().absolute() if opts["out"] else default_out(data)
     check_out(out, data, reviewed_path, mined)
     review = {name_of_review[r.name]: r for r in reviewed}
-    unknown = sorted(set(record.sizes) - set(data.name_of.values()))
+    unknown = sorted(({*record.sizes, *record.uncertain}) - set(data.name_of.values()))
     if unknown:
         raise PartialDataError(f"{mined / 'candidates.json'}: {len(unknown)} mined images are not in the "
                                f"{data.split} split of {data.yaml_path}, first {unknown[0]!r}: expected the data "
                                "the candidates were mined on")
     carried = carried_manifest(data)
     producer = {"command": "accept", "data": str(data.yaml_path), "reviewed": str(reviewed_path), "mined": str(mined),
-                "remove_labels": opts["remove_labels"], "match_iou": match_iou}
+                "remove_labels": opts["remove_labels"], "match_iou": match_iou,
+                "ignore_uncertain": opts["ignore_uncertain"]}
+    if not opts["ignore_uncertain"]:
+        record.uncertain = {}
     with atomic_dir(out, producer) as tmp:
         summary = write_version(tmp, out, data, record, review, carried, opts["remove_labels"], match_iou,
                                 reviewed_path)
@@ -445,7 +476,8 @@ def run_accept(args: dict[str, Any]) -> Path:
                 f"{summary['drawn']} boxes drawn, {summary['labels_removed']} labels removed"
                 + (f", {summary['labels_kept']} labels deleted or edited in review kept (remove_labels=True applies "
                    "them)" if summary["labels_kept"] else "")
-                + (f"; {summary['hidden_restored']} hidden boxes restored" if carried else ""))
+                + (f"; {summary['hidden_restored']} hidden boxes restored" if carried else "")
+                + (f"; {summary['ignore_boxes']} uncertain predictions made ignore regions" if record.uncertain else ""))
     LOGGER.info(f"accept: new dataset version written to {out} (data YAML {out / 'data.yaml'})")
     return out / "data.yaml"
 
@@ -499,17 +531,22 @@ def write_version(tmp: Path, out: Path, data: SplitImages, record: Record, revie
                "accepted": counts["candidate"] + counts["relabelled"] + counts["edited"], **counts,
                "rejected": len(rejected), "labels_removed": len(removed), "labels_kept": kept_labels,
                "zero_area_skipped": zero_area, "hidden_restored": len(restored)}
+    partial = load_for_data(data.yaml_path)  # the source's partial: file, carried over with its claims kept true
+    entries = {}
+    if partial is not None:
+        gained = {}
+        for box in added:
+            gained.setdefault(box["image"], set()).add(box["cls"])
+        entries = carry_partial(partial, data.images, {}, gained)
+    if record.uncertain:
+        summary["ignore_boxes"] = add_ignore(entries, record.uncertain, data)
+    if partial is not None or record.uncertain:
+        write_partial(tmp / "partial.json", entries, list(data.names.values()))
     header = {"format": MANIFEST_FORMAT, "kind": "accepted", "source": str(data.yaml_path), "split": data.split,
               "reviewed": str(reviewed_path), "mined": str(record.folder), "remove_labels": remove_labels,
               "match_iou": match_iou, "root": ".", "summary": summary}
     accepted = {**header, "added": added, "rejected": rejected, "removed": removed}
     (tmp / "accepted.json").write_text(json.dumps(accepted, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    partial = load_for_data(data.yaml_path)  # the source's partial: file, carried over with its claims kept true
-    if partial is not None:
-        gained = {}
-        for box in added:
-            gained.setdefault(box["image"], set()).add(box["cls"])
-        write_partial(tmp / "partial.json", carry_partial(partial, data.images, {}, gained), list(data.names.values()))
     if carried is not None:
         manifest = new_manifest(carried, restored, rel_of, data.names)
         (tmp / "hidden.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -517,5 +554,5 @@ def write_version(tmp: Path, out: Path, data: SplitImages, record: Record, revie
                f"{len(added)} boxes added, {len(rejected)} candidates rejected, {len(removed)} labels removed\n"
                "# accepted.json lists every box added, rejected and removed.\n")
     (tmp / "data.yaml").write_text(new_data_yaml(out, data, data.images.entry, carried is not None, comment,
-                                                 partial is not None), encoding="utf-8")
+                                                 partial is not None or bool(record.uncertain)), encoding="utf-8")
     return summary

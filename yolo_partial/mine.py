@@ -20,6 +20,9 @@ Output folder (default runs/mine/<name>, incremented as Ultralytics does; writte
   review.png          contact sheet of the top 16
   pr.csv, pr.png      with a manifest: precision and recall of the candidate list at every score threshold
   mine.json           the run's figures, and the checksum of candidates.json, the record `accept` compares with
+  uncertain.json      with uncertain=S: the predictions below the cut down to score S, which match no label; `accept`
+                      makes them ignore regions of the new version (neither object nor background), so that a second
+                      round is not taught that the objects the list was too unsure to propose are background
   images.zip          with images=True: the listed images, named as in candidates.xml, for the CVAT task
 
 Usage: ``yolo-partial mine model=best.pt data=X.yaml [split=train] [conf=...] [match_iou=0.5] [out=DIR]``
@@ -58,6 +61,7 @@ SPLITS = ("train", "val", "test")
 SCORE_FLOOR = 0.001  # predictions are kept down to here, so the PR curve reaches the lowest scores
 DEFAULT_CONF = 0.25  # Ultralytics' predict default: the cut when no manifest calibrates one
 RECORD, RECORD_FORMAT = "mine.json", "yolo-partial-mine/1"
+UNCERTAIN, UNCERTAIN_FORMAT = "uncertain.json", "yolo-partial-uncertain/1"
 LABEL_BGR, CANDIDATE_BGR = (40, 200, 40), (0, 140, 255)  # green labels, orange candidates
 SHEET_TILES, SHEET_TILE_PX = 16, 256
 REVIEW_MAX_DRAWN = 30  # candidates drawn per review image (the highest scores): more only hide the image
@@ -94,6 +98,8 @@ MINE_KEYS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "max_det": (300, lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "device": (None, lambda v: not isinstance(v, bool), "a device such as cpu, 0 or 0,1"),
     "augment": (False, lambda v: isinstance(v, bool), "True or False"),
+    "uncertain": (None, lambda v: v is None or (_num(v) and 0 < v < 1),
+                  "a score in (0, 1) (the lowest score written to uncertain.json), or no uncertain"),
     "top": (50, lambda v: _int(v) and v >= 0, "an integer >= 0 (images in review.html)"),
     "images": (False, lambda v: isinstance(v, bool), "True or False"),
     "out": (None, lambda v: v is None or _text(v), "an output folder"),
@@ -515,6 +521,21 @@ def candidate_txt(m: MinedImage, cands: np.ndarray) -> str:
     return ("%d %.6f %.6f %.6f %.6f %.5f\n" * len(rows)) % tuple(rows.ravel().tolist())  # one C-level format
 
 
+def uncertain_json(mined: list[MinedImage], floor: float, cut: float) -> tuple[str, int]:
+    """(uncertain.json text, box count): per image name, its candidates scoring in [floor, cut) as normalised
+    [cls, cx, cy, w, h, score] rows, images without any left out."""
+    images, count = {}, 0
+    for m in mined:
+        band = m.cands[(m.cands[:, 5] >= floor) & (m.cands[:, 5] < cut)]
+        if len(band):
+            rows = np.concatenate([band[:, :1], xyxy_to_yolo(band[:, 1:5], m.width, m.height), band[:, 5:]], 1)
+            images[m.name] = [[int(r[0]), *(round(float(x), 6) for x in r[1:5]), round(float(r[5]), 5)] for r in rows]
+            count += len(band)
+    head = {"format": UNCERTAIN_FORMAT, "floor": floor, "conf": cut}
+    lines = ",".join(f"\n  {json.dumps(k, ensure_ascii=False)}: {json.dumps(v)}" for k, v in images.items())
+    return json.dumps(head, ensure_ascii=False)[:-1] + ', "images": {' + lines + "\n }}\n", count
+
+
 def write_csv(path: Path, header: list[str], rows: Iterable[list]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -708,6 +729,13 @@ def write_outputs(tmp: Path, mined: list[MinedImage], data: SplitImages, cut: fl
     record.update(candidates=int(sum(len(c) for _, c in listed)), candidate_images=len(listed),
                   expected_missing=round(float(sum(c[:, 5].sum() for _, c in listed)), 4),
                   suspect_labels=len(suspects), files={"candidates.json": sha256(tmp / "candidates.json")})
+    if opts["uncertain"] is not None:
+        text, count = uncertain_json(mined, float(opts["uncertain"]), cut)
+        (tmp / UNCERTAIN).write_text(text, encoding="utf-8")
+        record["uncertain"] = {"floor": float(opts["uncertain"]), "boxes": count}
+        if cal is not None:  # the band's share of real objects: what ignoring it spares, and what it wrongly spares
+            record["uncertain"]["real"] = cal.at(float(opts["uncertain"]))[1] - cal.at(cut)[1]
+        record["files"][UNCERTAIN] = sha256(tmp / UNCERTAIN)
     (tmp / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -784,5 +812,9 @@ def run_mine(args: dict[str, Any]) -> Path:
                 f"{record['candidate_images']} images (expected missing {record['expected_missing']:.1f}), "
                 f"{record['suspect_labels']} suspect labels")
     LOGGER.info(line)
+    if (u := record.get("uncertain")) is not None:
+        real = f", {u['real']} of them real (hidden boxes)" if "real" in u else ""
+        LOGGER.info(f"mine: {u['boxes']} uncertain predictions at score {u['floor']:.3g} to {cut:.3g}{real} written to "
+                    f"{UNCERTAIN}: `accept` makes them ignore regions")
     LOGGER.info(f"mine: results saved to {out}")
     return out
