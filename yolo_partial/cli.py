@@ -29,8 +29,8 @@ MODE_USAGE = {
     "split": "yolo-partial split data=X.yaml mode=easy|hard|extreme|miss50|keep [ratio=r] [seed=0] [out=DIR]",
     "convert": "yolo-partial convert dusia|voc|coco|lvis key=value ...   (keys per converter: 'yolo-partial convert help')",
     "download": "yolo-partial download data=data/voc-hard.yaml   (the only command that uses the network)",
-    "mine": "yolo-partial mine model=best.pt data=X.yaml [split=train] [conf=...] [match_iou=0.5] [precision=0.8] [out=DIR]",
-    "accept": "yolo-partial accept data=X.yaml reviewed=candidates.xml|candidates.json out=DIR [remove_labels=False]",
+    "mine": "yolo-partial mine model=best.pt data=X.yaml [split=train] [conf=...] [match_iou=0.5] [precision=0.8] [uncertain=S] [out=DIR]",
+    "accept": "yolo-partial accept data=X.yaml reviewed=candidates.xml|candidates.json out=DIR [remove_labels=False] [ignore_uncertain=True]",
     "merge": "yolo-partial merge data=a.yaml,b.yaml[,...] out=DIR",
 }
 USAGE = """Usage: yolo-partial MODE [cfg=FILE.yaml] [key=value ...]
