@@ -19,8 +19,9 @@ is trained once per seed (the same images and labels serve both variants).
    train again from scratch on the result. It is evaluated like the others: val mAP50 on the complete val set, hidden
    recall on the split's hidden boxes (many of which it trained on as accepted labels, so its hidden figures are not
    comparable with the other rows'). With a round-two row as its first round (`bpr-obj+mined2`,
-   `bpr-obj+mined+teacher2`), the second round's model mines the split afresh: a third round. A round-two row may mine with options of its own (ROUND_TWO_MINE:
-   `bpr-obj+mined-ignore` also makes the predictions below the cut down to score 0.1 ignore regions).
+   `bpr-obj+mined+teacher2`), the second round's model mines the split afresh: a third round. A round-two row may
+   mine with options of its own (ROUND_TWO_MINE: `bpr-obj+mined-ignore` also makes the predictions below the cut
+   down to score 0.1 ignore regions).
 
 `--main-only` runs the main table first, rows outer and variants inner, so that each finished run adds a comparison on
 both variants; start one process per seed (`--seeds 0`, `--seeds 1`, ... with OMP_NUM_THREADS=1 on a 2-core machine:
@@ -148,6 +149,9 @@ LOOP_CODE = ("yolo_partial/mine.py", "yolo_partial/accept.py")  # files that sha
 # Edits of LOOP_CODE that leave a round-two row's training data byte for byte as before under mine's and accept's
 # defaults: (loop hash after, loop hash before), the proof in the comment (`equivalence.py --loop`)
 LOOP_EQUIVALENT = (
+    # accept.py: two long lines wrapped, nothing else (so the uncertain= path, which the proof does not run, is
+    # unchanged too). `equivalence.py --base aad8d65 --loop --variant extreme --model <same>`: 2013 files identical
+    ("ea5035829576627f0b5d81f8ef6c7ce7ef59b57a", "f689317a13027c57721fea4a0e5fd49cef378c73"),
     # mine uncertain= and accept ignore_uncertain= added (both off unless asked for). `equivalence.py --base db2f688
     # --loop --variant extreme --model <40-epoch extreme BPR-obj model>`: all 2013 files identical
     ("fc04e7e7b06c628300092ebfc639e73f0553a320", "f689317a13027c57721fea4a0e5fd49cef378c73"),

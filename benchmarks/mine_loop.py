@@ -14,8 +14,8 @@ def mine_accept(work: Path, model: Path, data: Path, budget: dict, tag: str, pre
     """(data YAML, figures of the mined list): `data` with `model`'s candidates accepted.
 
     The list is cut where its precision against `data`'s hidden manifest reaches `precision` (mine's default target
-    when None); `mine_opts` are further keys of mine (e.g. uncertain). Without `review` every candidate is accepted; with it, `review(candidates_xml, reviewed_xml)` writes
-    the reviewed file that `accept` reads. Both steps are skipped when their outputs exist under work/data/<tag> and
+    when None); `mine_opts` are further keys of mine (e.g. uncertain). Without `review` every candidate is accepted;
+    with it, `review(candidates_xml, reviewed_xml)` writes the reviewed file that `accept` reads. Both steps are skipped when their outputs exist under work/data/<tag> and
     work/data/accepted-<tag>, so an interrupted benchmark continues.
     """
     from yolo_partial.accept import run_accept

@@ -45,8 +45,8 @@ from .fileio import atomic_dir
 from .hidden import find_manifest, load_manifest
 from .labels import MANIFEST_FORMAT, data_yaml_text
 from .data import resolve_data
-from .mine import (RECORD, RECORD_FORMAT, UNCERTAIN, UNCERTAIN_FORMAT, SplitImages, _num, _text, box_iou, check_args, dir_key, greedy_match,
-                   load_split, xyxy_to_yolo, yolo_to_xyxy)
+from .mine import (RECORD, RECORD_FORMAT, UNCERTAIN, UNCERTAIN_FORMAT, SplitImages, _num, _text, box_iou, check_args,
+                   dir_key, greedy_match, load_split, xyxy_to_yolo, yolo_to_xyxy)
 from .partial_labels import ImagePartial, load_for_data, write_partial
 from .split import carry_partial, linked_images, write_lists
 
@@ -477,7 +477,8 @@ def run_accept(args: dict[str, Any]) -> Path:
                 + (f", {summary['labels_kept']} labels deleted or edited in review kept (remove_labels=True applies "
                    "them)" if summary["labels_kept"] else "")
                 + (f"; {summary['hidden_restored']} hidden boxes restored" if carried else "")
-                + (f"; {summary['ignore_boxes']} uncertain predictions made ignore regions" if record.uncertain else ""))
+                + (f"; {summary['ignore_boxes']} uncertain predictions made ignore regions"
+                   if record.uncertain else ""))
     LOGGER.info(f"accept: new dataset version written to {out} (data YAML {out / 'data.yaml'})")
     return out / "data.yaml"
 
