@@ -20,7 +20,7 @@ is trained once per seed (the same images and labels serve both variants).
    recall on the split's hidden boxes (many of which it trained on as accepted labels, so its hidden figures are not
    comparable with the other rows'). With a round-two row as its first round (`bpr-obj+mined2`,
    `bpr-obj+mined+teacher2`), the second round's model mines the split afresh: a third round (and so on:
-   `bpr-obj+mined+teacher3` is a fourth). A round-two row may
+   `bpr-obj+mined+teacher3` is a fourth, `bpr-obj+mined+teacher4` a fifth). A round-two row may
    mine with options of its own (ROUND_TWO_MINE: `bpr-obj+mined-ignore` also makes the predictions below the cut
    down to score 0.1 ignore regions).
 
@@ -132,12 +132,12 @@ FURTHER = {"teacher+bpr-obj-sparse": ("extreme",), "teacher+bpr-obj-nobound": ("
            "teacher-prec": ("extreme", "hard"),
            "bpr-obj+mined2": ("extreme",), "bpr-obj+mined+teacher": ("extreme", "hard"),
            "bpr-obj+mined-ignore": ("extreme", "hard"), "bpr-obj+mined+teacher2": ("extreme",),
-           "bpr-obj+mined+teacher3": ("extreme",)}
+           "bpr-obj+mined+teacher3": ("extreme",), "bpr-obj+mined+teacher4": ("extreme",)}
 # round-two row -> its first-round row: that row's model of the same variant and seed mines the split, its keys train
 # round 2 (the module docstring); a round-two row as first round makes a third round, which mines the split afresh
 ROUND_TWO = {"bpr-obj+mined": "bpr-obj", "bpr-obj+mined2": "bpr-obj+mined", "bpr-obj+mined+teacher": "bpr-obj",
              "bpr-obj+mined-ignore": "bpr-obj", "bpr-obj+mined+teacher2": "bpr-obj+mined+teacher",
-             "bpr-obj+mined+teacher3": "bpr-obj+mined+teacher2"}
+             "bpr-obj+mined+teacher3": "bpr-obj+mined+teacher2", "bpr-obj+mined+teacher4": "bpr-obj+mined+teacher3"}
 # a round-two row whose second round trains other keys than its first: BPR-obj's model mines, the teacher trains on the
 # accepted labels (once accepted, extreme's labels are about as dense as hard's, where the teacher gained the most)
 ROUND_TWO_KEYS = {"bpr-obj+mined+teacher": {"teacher": True}}  # (bpr-obj+mined+teacher2, a third round, inherits it)
