@@ -69,13 +69,6 @@ print("EQUIVALENCE " + json.dumps({{"package": yolo_partial.__file__}}))
 """
 
 
-def loop_hash(tree: Path) -> str:
-    """accuracy.loop_hash's raw hash (before LOOP_EQUIVALENT) of one tree's mining code."""
-    from accuracy import LOOP_CODE
-
-    return hashlib.sha1(b"".join((tree / f).read_bytes() for f in LOOP_CODE)).hexdigest()
-
-
 def mine_tree(tree: Path, model: str, data: str, out: Path) -> dict[str, str]:
     """Mine and accept with the package of `tree` into out/data, then move it to out/<tree name> -> {file: sha256}
     of every output file but the producer markers (which name the keys each tree knows)."""
@@ -98,16 +91,16 @@ def mine_tree(tree: Path, model: str, data: str, out: Path) -> dict[str, str]:
 
 def check_loop(base: Path, model: str, data: str, out: Path) -> None:
     """Print whether mine + accept write the same files at both trees, and the LOOP_EQUIVALENT entry if so."""
-    from accuracy import LOOP_EQUIVALENT
+    from accuracy import loop_hash
 
     out.mkdir()
     old, new = mine_tree(base, model, data, out), mine_tree(REPO, model, data, out)
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    before = dict(LOOP_EQUIVALENT).get(loop_hash(base), loop_hash(base))
+    before, after = loop_hash(base), loop_hash(REPO, mapped=False)  # the hash base's records carry, and ours
     print(f"mine + accept: {'IDENTICAL' if not differ else 'DIFFERENT'} ({len(new)} files, {len(differ)} differ"
-          f"{': ' + ', '.join(differ[:5]) if differ else ''}); loop code {before[:10]} -> {loop_hash(REPO)[:10]}")
-    if not differ and before != loop_hash(REPO):
-        print(f"  LOOP_EQUIVALENT entry: ({loop_hash(REPO)!r}, {before!r}),")
+          f"{': ' + ', '.join(differ[:5]) if differ else ''}); loop code {before[:10]} -> {after[:10]}")
+    if not differ and before != after:
+        print(f"  LOOP_EQUIVALENT entry: ({after!r}, {before!r}),")
 
 
 def train(tree: Path, row: str, data: str, model: str, epochs: int, out: Path) -> dict:

@@ -15,8 +15,9 @@ def mine_accept(work: Path, model: Path, data: Path, budget: dict, tag: str, pre
 
     The list is cut where its precision against `data`'s hidden manifest reaches `precision` (mine's default target
     when None); `mine_opts` are further keys of mine (e.g. uncertain). Without `review` every candidate is accepted;
-    with it, `review(candidates_xml, reviewed_xml)` writes the reviewed file that `accept` reads. Both steps are skipped when their outputs exist under work/data/<tag> and
-    work/data/accepted-<tag>, so an interrupted benchmark continues.
+    with it, `review(candidates_xml, reviewed_xml)` writes the reviewed file that `accept` reads. Both steps are
+    skipped when their outputs exist under work/data/<tag> and work/data/accepted-<tag>, so an interrupted benchmark
+    continues.
     """
     from yolo_partial.accept import run_accept
     from yolo_partial.mine import run_mine

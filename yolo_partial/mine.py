@@ -515,9 +515,15 @@ def coco_json(listed: list[tuple[MinedImage, np.ndarray]], names: dict[int, str]
                                   block("categories", categories), block("annotations", annotations)]) + "\n}\n"
 
 
+def yolo_rows(m: MinedImage, cands: np.ndarray) -> np.ndarray:
+    """Candidates of image m, (k, 6) [cls, x1, y1, x2, y2, score] pixels -> (k, 6) [cls, cx, cy, w, h, score]
+    normalised."""
+    return np.concatenate([cands[:, :1], xyxy_to_yolo(cands[:, 1:5], m.width, m.height), cands[:, 5:]], 1)
+
+
 def candidate_txt(m: MinedImage, cands: np.ndarray) -> str:
     """YOLO lines 'cls cx cy w h score' of an image's exported candidates."""
-    rows = np.concatenate([cands[:, :1], xyxy_to_yolo(cands[:, 1:5], m.width, m.height), cands[:, 5:]], 1)
+    rows = yolo_rows(m, cands)
     return ("%d %.6f %.6f %.6f %.6f %.5f\n" * len(rows)) % tuple(rows.ravel().tolist())  # one C-level format
 
 
@@ -528,8 +534,8 @@ def uncertain_json(mined: list[MinedImage], floor: float, cut: float) -> tuple[s
     for m in mined:
         band = m.cands[(m.cands[:, 5] >= floor) & (m.cands[:, 5] < cut)]
         if len(band):
-            rows = np.concatenate([band[:, :1], xyxy_to_yolo(band[:, 1:5], m.width, m.height), band[:, 5:]], 1)
-            images[m.name] = [[int(r[0]), *(round(float(x), 6) for x in r[1:5]), round(float(r[5]), 5)] for r in rows]
+            images[m.name] = [[int(r[0]), *(round(float(x), 6) for x in r[1:5]), round(float(r[5]), 5)]
+                              for r in yolo_rows(m, band)]
             count += len(band)
     head = {"format": UNCERTAIN_FORMAT, "floor": floor, "conf": cut}
     lines = ",".join(f"\n  {json.dumps(k, ensure_ascii=False)}: {json.dumps(v)}" for k, v in images.items())
@@ -730,11 +736,12 @@ def write_outputs(tmp: Path, mined: list[MinedImage], data: SplitImages, cut: fl
                   expected_missing=round(float(sum(c[:, 5].sum() for _, c in listed)), 4),
                   suspect_labels=len(suspects), files={"candidates.json": sha256(tmp / "candidates.json")})
     if opts["uncertain"] is not None:
-        text, count = uncertain_json(mined, float(opts["uncertain"]), cut)
+        floor = float(opts["uncertain"])
+        text, count = uncertain_json(mined, floor, cut)
         (tmp / UNCERTAIN).write_text(text, encoding="utf-8")
-        record["uncertain"] = {"floor": float(opts["uncertain"]), "boxes": count}
+        record["uncertain"] = {"floor": floor, "boxes": count}
         if cal is not None:  # the band's share of real objects: what ignoring it spares, and what it wrongly spares
-            record["uncertain"]["real"] = cal.at(float(opts["uncertain"]))[1] - cal.at(cut)[1]
+            record["uncertain"]["real"] = cal.at(floor)[1] - cal.at(cut)[1]
         record["files"][UNCERTAIN] = sha256(tmp / UNCERTAIN)
     (tmp / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
