@@ -24,7 +24,9 @@ class-partial+reviewed (the same loop with a review: the cut at REVIEW_PRECISION
 the candidates that are real and deletes the others);
 class-partial+reweight+reviewed is that reviewed loop with partial_reweight=True in both rounds (ROUND_TWO),
 class-partial+reweight+mined the unreviewed one, and class-partial+reweight+mined2 a third round: the unreviewed
-round-two model mines the merge again (a fresh list, not added to the first) and the reweighted loss trains on it.
+round-two model mines the merge again (a fresh list, not added to the first) and the reweighted loss trains on it;
+class-partial+reweight+mined+teacher is round two on class-partial+reweight+mined's list with the teacher on as well
+(it mines, during training, what the list still lacks).
 
 gap closed = (class-partial - naive) / (complete - naive) on val mAP50, per seed, then mean and spread over seeds.
 Each finished run is saved as runs/<name>.json and, with its score figures, committed under RECORDS, so an
@@ -53,14 +55,17 @@ BUDGET = {"model": "yolov8n.yaml", "imgsz": 160, "epochs": 15, "close_mosaic": 5
 ARMS = ("naive", "class-partial", "complete")
 EXTRA_ARMS = ("half-complete", "complete+lists", "complete+lists+reweight", "class-partial+reweight",
               "class-partial+teacher", "class-partial+teacher-fixed", "class-partial+mined", "class-partial+reviewed",
-              "class-partial+reweight+reviewed", "class-partial+reweight+mined", "class-partial+reweight+mined2")
+              "class-partial+reweight+reviewed", "class-partial+reweight+mined", "class-partial+reweight+mined2",
+              "class-partial+reweight+mined+teacher")
 ROUND_TWO = {  # arm -> (the arm whose model of the same seed mines the merge and whose keys train round 2, review?)
     "class-partial+mined": ("class-partial", False),
     "class-partial+reviewed": ("class-partial", True),
     "class-partial+reweight+reviewed": ("class-partial+reweight", True),
     "class-partial+reweight+mined": ("class-partial+reweight", False),
     "class-partial+reweight+mined2": ("class-partial+reweight+mined", False),  # a round-two arm: round 3
+    "class-partial+reweight+mined+teacher": ("class-partial+reweight", False),
 }
+ROUND_TWO_KEYS = {"class-partial+reweight+mined+teacher": {"teacher": True}}  # round two's keys beyond round one's
 # On the merge at 40 epochs the recall rule puts tau_hi at its 0.9 cap for most classes (the labelled boxes it
 # calibrates on were trained as positives and score higher than the missing ones): 0.26 positives per image, 99 %
 # right, where an image lacks 1.95 boxes. Replayed on that teacher (teacher_stages.py), 0.5 gives 0.80, 97 % right.
@@ -410,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {}
         if arm in ROUND_TWO:
             first, review = ROUND_TWO[arm]
-            keys = sets[first_round(first)][1]
+            keys = {**sets[first_round(first)][1], **ROUND_TWO_KEYS.get(arm, {})}
             if cached(work, f"{name}.json") is None:  # round 2 of this seed's round-1 model
                 if (first, seed) not in results:
                     record(first, seed)
