@@ -120,6 +120,14 @@ ROWS = {  # name -> method keys
     # where that model's val detections reach 90 % precision (0.30-0.53 by class), and the recall rule with its
     # bound held tau_hi at 0.62-0.81 on extreme, where it mined 0.005 positives per image
     "teacher-prec": {"teacher": True, "teacher_calib": "precision"},
+    # the precision rule with plain pseudo labels: the teacher is Ultralytics' EMA, numerically the student, scoring the
+    # student's own view, so a positive capped at the teacher's score is a target the student already meets (no
+    # gradient beyond the assigner's IoU term); as plain labels they teach what the offline loop's accepted list does
+    "teacher-plain": {"teacher": True, "teacher_soft": False},
+    "teacher+bpr-obj-plain": {"teacher": True, "drop_neg_obj": 0.75, "teacher_soft": False},
+    "teacher-prec-plain": {"teacher": True, "teacher_calib": "precision", "teacher_soft": False},
+    "teacher+bpr-obj-prec-plain": {"teacher": True, "drop_neg_obj": 0.75, "teacher_calib": "precision",
+                                   "teacher_soft": False},
 }
 ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior", "scb-assigned", "scb-inside",
             "comining-old", "comining", "comining-hsv", "comining-one",
@@ -129,7 +137,9 @@ ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior"
 # rows aimed at one variant's problem: run after the main table on those variants, every seed; a table of their own
 FURTHER = {"teacher+bpr-obj-sparse": ("extreme",), "teacher+bpr-obj-nobound": ("extreme",),
            "teacher+bpr-obj-fixed": ("extreme",), "bpr-obj+mined": ("extreme", "hard"),
-           "teacher-prec": ("extreme", "hard"),
+           "teacher-prec": ("extreme", "hard"), "teacher-prec-plain": ("extreme", "hard"),
+           "teacher-plain": ("extreme", "hard"), "teacher+bpr-obj-plain": ("extreme", "hard"),
+           "teacher+bpr-obj-prec-plain": ("extreme", "hard"),
            "bpr-obj+mined2": ("extreme",), "bpr-obj+mined+teacher": ("extreme", "hard"),
            "bpr-obj+mined-ignore": ("extreme", "hard"), "bpr-obj+mined+teacher2": ("extreme",),
            "bpr-obj+mined+teacher3": ("extreme",), "bpr-obj+mined+teacher4": ("extreme",)}
@@ -503,6 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
                    help="training budget; other than the default, results and records go to accuracy_cpu_e<N>")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/accuracy_cpu[_e<N>])")
+    p.add_argument("--records", type=Path, help="run records folder (default: the budget's records), e.g. to keep "
+                   "another machine's runs and the baselines they pair with apart from the committed ones")
     a = p.parse_args(argv)
     global RECORDS  # another budget's records live beside its own tables, never mixed with the default's
     budget = f" --epochs {a.epochs}" if a.epochs != BUDGET["epochs"] else ""  # as the tables' commands say it
@@ -510,6 +522,7 @@ def main(argv: list[str] | None = None) -> None:
         BUDGET["epochs"] = a.epochs
         RECORDS = RECORDS.parents[1] / f"accuracy_cpu_e{a.epochs}" / "records"
     a.out = a.out or RECORDS.parent
+    RECORDS = a.records or RECORDS
     from yolo_partial.keys import METHOD_KEYS
 
     work = Path(os.environ.get("YOLO_PARTIAL_BENCH", REPO / "runs" / "benchmarks" / "accuracy_cpu")).absolute()
