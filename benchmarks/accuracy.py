@@ -120,9 +120,10 @@ ROWS = {  # name -> method keys
     # where that model's val detections reach 90 % precision (0.30-0.53 by class), and the recall rule with its
     # bound held tau_hi at 0.62-0.81 on extreme, where it mined 0.005 positives per image
     "teacher-prec": {"teacher": True, "teacher_calib": "precision"},
-    # the precision rule with plain pseudo labels: the teacher is Ultralytics' EMA, numerically the student, scoring the
-    # student's own view, so a positive capped at the teacher's score is a target the student already meets (no
-    # gradient beyond the assigner's IoU term); as plain labels they teach what the offline loop's accepted list does.
+    # plain pseudo labels (teacher_soft=False), with either rule: the teacher is Ultralytics' EMA, numerically the
+    # student, scoring the student's own view, so a positive capped at the teacher's score is a target the student
+    # already meets (no gradient beyond the assigner's IoU term); as plain labels they teach what the offline loop's
+    # accepted list does.
     # Measured: no different from soft ones on one machine (seed 0: +0.3 hard, +0.1 extreme; records_xeon/); teacher
     # runs, unlike the baseline's, do not reproduce across machines (extreme seed 0: 66.95 on an AMD VM, 70.24 on Xeon)
     "teacher-plain": {"teacher": True, "teacher_soft": False},
@@ -516,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="training budget; other than the default, results and records go to accuracy_cpu_e<N>")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/accuracy_cpu[_e<N>])")
     p.add_argument("--records", type=Path, help="run records folder (default: the budget's records), e.g. to keep "
-                   "another machine's runs and the baselines they pair with apart from the committed ones")
+                   "another machine's runs and the baselines they pair with apart from the committed ones; runs "
+                   "saved in the work folder are found first, so give such runs their own YOLO_PARTIAL_BENCH")
     a = p.parse_args(argv)
     global RECORDS  # another budget's records live beside its own tables, never mixed with the default's
     budget = f" --epochs {a.epochs}" if a.epochs != BUDGET["epochs"] else ""  # as the tables' commands say it
