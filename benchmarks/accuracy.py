@@ -131,6 +131,11 @@ ROWS = {  # name -> method keys
     "teacher-prec-plain": {"teacher": True, "teacher_calib": "precision", "teacher_soft": False},
     "teacher+bpr-obj-prec-plain": {"teacher": True, "drop_neg_obj": 0.75, "teacher_calib": "precision",
                                    "teacher_soft": False},
+    # the review loop inside one run (teacher_relabel): every 5 epochs the teacher detects on the training images and
+    # its boxes at 90 % val precision are labels until the next pass. The per-batch teacher mined at most 0.5 positives
+    # per image on extreme, the loop's list held 1.8 at 80 % precision (the period, 5, chosen before any run)
+    "teacher-relabel": {"teacher": True, "teacher_relabel": 5},
+    "teacher+bpr-obj-relabel": {"teacher": True, "drop_neg_obj": 0.75, "teacher_relabel": 5},
 }
 ABLATION = ("brl-bce-pred", "brl-bce-prior", "brl-focal-pred", "brl-focal-prior", "scb-assigned", "scb-inside",
             "comining-old", "comining", "comining-hsv", "comining-one",
@@ -142,7 +147,8 @@ FURTHER = {"teacher+bpr-obj-sparse": ("extreme",), "teacher+bpr-obj-nobound": ("
            "teacher+bpr-obj-fixed": ("extreme",), "bpr-obj+mined": ("extreme", "hard"),
            "teacher-prec": ("extreme", "hard"), "teacher-prec-plain": ("extreme", "hard"),
            "teacher-plain": ("extreme", "hard"), "teacher+bpr-obj-plain": ("extreme", "hard"),
-           "teacher+bpr-obj-prec-plain": ("extreme", "hard"),
+           "teacher+bpr-obj-prec-plain": ("extreme", "hard"), "teacher-relabel": ("extreme", "hard"),
+           "teacher+bpr-obj-relabel": ("extreme", "hard"),
            "bpr-obj+mined2": ("extreme",), "bpr-obj+mined+teacher": ("extreme", "hard"),
            "bpr-obj+mined-ignore": ("extreme", "hard"), "bpr-obj+mined+teacher2": ("extreme",),
            "bpr-obj+mined+teacher3": ("extreme",), "bpr-obj+mined+teacher4": ("extreme",)}
@@ -178,6 +184,8 @@ LOOP_EQUIVALENT = (
 )
 # files whose source shapes a run with any method on (besides the enabled methods' own files)
 CORE = ("yolo_partial/losses/partial.py", "yolo_partial/losses/criterion.py", "yolo_partial/losses/geometry.py")
+# files that shape a run only when a key is set (not 0/False): they enter its code hash then
+KEYED_CODE = {"teacher_relabel": ("yolo_partial/losses/teacher_relabel.py", "yolo_partial/hidden_labels.py")}
 # Behaviour-preserving edits: (code hash after, code hash before, method keys the proof covers). A run whose code hash
 # and method keys match an entry is hashed with the code before, so its records stand. An entry is added only with
 # the proof benchmarks/equivalence.py printed (the same short training at both commits, bit-identical losses, counts
@@ -223,7 +231,7 @@ CODE_EQUIVALENT = (
 # Keys added after records were made, at the value that reproduces the code before them: left out of a run's settings
 # at that value (after CODE_EQUIVALENT is applied), so records made before the key existed stand. Each needs the same
 # proof as a CODE_EQUIVALENT entry.
-ADDED_KEYS = {"cm_jitter": "reference", "cm_classes": "any", "teacher_precision": 0.9}
+ADDED_KEYS = {"cm_jitter": "reference", "cm_classes": "any", "teacher_precision": 0.9, "teacher_relabel": 0}
 
 
 def datasets(work: Path) -> tuple[str, dict[str, str]]:
@@ -295,8 +303,9 @@ def code_hash(keys: dict, root: Path = REPO) -> str:
     from yolo_partial.losses.registry import build_methods
 
     own = sorted({inspect.getsourcefile(type(m)) for m in build_methods(method_args(keys))})
+    keyed = [str(Path(root) / f) for k, fs in KEYED_CODE.items() if keys.get(k) for f in fs]
     # with no method on, the loss is Ultralytics' own exactly (tests/test_losses.py): no code of ours shapes the run
-    files = [*(str(Path(root) / f) for f in CORE), *own] if own else []
+    files = [*(str(Path(root) / f) for f in CORE), *own, *keyed] if own else []
     return hashlib.sha1(b"".join(Path(f).read_bytes() for f in files if Path(f).is_file())).hexdigest()
 
 

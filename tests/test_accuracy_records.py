@@ -23,6 +23,9 @@ def test_code_hash_covers_core_and_enabled_methods_only():
     assert len({teacher, both, accuracy.code_hash({})}) == 3
     # a method's keys other than its switch change no file: the same code
     assert accuracy.code_hash({"teacher": True, "teacher_calib": "fixed"}) == teacher
+    # a file that shapes a run only under a key enters its hash only then (KEYED_CODE)
+    relabel = accuracy.code_hash({"teacher": True, "teacher_relabel": 5})
+    assert relabel not in (teacher, both) and accuracy.code_hash({"teacher": True, "teacher_relabel": 0}) == teacher
 
 
 def test_equivalent_edit_keeps_records_only_for_the_settings_it_covers(fake_data, monkeypatch):
@@ -64,7 +67,8 @@ def test_round_two_row_is_named_by_its_first_round_and_the_loop_code(fake_data):
 def test_added_key_at_its_old_behaviour_leaves_the_settings_alone(fake_data):
     """A key added later (ADDED_KEYS) at the value that reproduces the code before it is not in a run's settings,
     so records made before it existed stand; at any other value it is, and names another run."""
-    assert accuracy.ADDED_KEYS == {"cm_jitter": "reference", "cm_classes": "any", "teacher_precision": 0.9}
+    assert accuracy.ADDED_KEYS == {"cm_jitter": "reference", "cm_classes": "any", "teacher_precision": 0.9,
+                                   "teacher_relabel": 0}
     _, plain = accuracy.settings_hash(fake_data, {"comining": True}, 0)
     _, ref = accuracy.settings_hash(fake_data, {"comining": True, "cm_jitter": "reference"}, 0)
     h_hsv, hsv = accuracy.settings_hash(fake_data, {"comining": True, "cm_jitter": "hsv"}, 0)

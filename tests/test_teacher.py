@@ -594,7 +594,8 @@ def test_own_ema_follows_steps_and_restarts_with_ultralytics_ema(models):
     ("teacher_calib", "auto", "one of recall|fixed|precision"), ("teacher_recall_hi", 0, r"a number in \(0, 1\)"),
     ("teacher_soft", "maybe", "True or False"), ("teacher_nms", 1.5, r"a number in \(0, 1\)"),
     ("teacher_gt_iou", 0, r"a number in \(0, 1\)"), ("teacher", "yes", "True or False"),
-    ("teacher_classes", "all", "one of any|one|sure"),
+    ("teacher_classes", "all", "one of any|one|sure"), ("teacher_relabel", -1, "an integer >= 0"),
+    ("teacher_relabel", 2.5, "an integer >= 0"),
 ])  # fmt: skip
 def test_key_range_errors(key, value, allowed, tmp_path):
     with pytest.raises(PartialConfigError, match=rf"^{key}=.* is invalid: expected {allowed}$"):
@@ -857,3 +858,150 @@ def test_precision_calibration_on_validation_images():
         assert float(t.tau_hi[c]) == pytest.approx(hi, abs=1 / BINS + 1e-6), c
         assert float(t.tau_lo[c]) == pytest.approx(min(recall[c][1], hi), abs=1 / BINS + 1e-6), c
     assert ((t.tau_hi > HI_RANGE[0]) & (t.tau_hi < 1.0)).any()  # the rule, not its floor or its 'none', decided
+
+
+# ----------------------------------------------------------------------------------------------- relabelling pass
+def _write_image(path, w, h):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((h, w, 3), 90, np.uint8))
+    return str(path)
+
+
+def test_relabel_letterbox_round_trip_on_a_wide_image():
+    """A 100 x 50 image at size 64 sits at rows 16-48 of the square; a box given in the image's normalised coordinates
+    and placed by hand in the square comes back to the same coordinates, and a box reaching into the padding is
+    clipped to the image."""
+    from yolo_partial.losses.teacher_relabel import letterbox, to_image
+
+    sq, place = letterbox(np.zeros((50, 100, 3), np.uint8), 64)
+    assert sq.shape == (64, 64, 3) and place == (0.0, 16.0, 64.0, 32.0)
+    assert (sq[:16] == 114).all() and (sq[16:48] == 0).all() and (sq[48:] == 114).all()
+    # image box: centre (0.25, 0.5), size (0.2, 0.4) -> pixels of the 64 x 32 image: centre (16, 16), size (12.8, 12.8)
+    # -> in the square: centre (16, 32), normalised (0.25, 0.5, 0.2, 0.2)
+    rows = torch.tensor([[0, 2, 0.25, 0.5, 0.2, 0.2, 0.9],
+                         [0, 1, 0.5, 0.25, 0.2, 0.25, 0.9]])  # 2nd: y 8-24 px in the square, the image starts at 16
+    out = to_image(rows, 64, place)
+    assert out[0] == pytest.approx([2, 0.25, 0.5, 0.2, 0.4], abs=1e-6)
+    assert out[1] == pytest.approx([1, 0.5, 4 / 32, 0.2, 8 / 32], abs=1e-6)  # clipped to y 0-8 px of the image
+    assert len(to_image(torch.tensor([[0, 0, 0.5, 0.05, 0.2, 0.1, 0.9]]), 64, place)) == 0  # all padding: dropped
+
+
+def test_relabel_images_keeps_confident_unlabelled_boxes_only(tmp_path, monkeypatch):
+    """A handmade teacher on two training images (one labelled, one without labels): on the labelled one its box on the
+    labelled object is skipped, its box below the class's threshold dropped, its confident box elsewhere returned in
+    the image's own coordinates; the image without labels gets nothing (verified background)."""
+    from yolo_partial.losses import teacher_relabel
+
+    size = 64
+    a, b = _write_image(tmp_path / "a.jpg", 128, 64), _write_image(tmp_path / "b.jpg", 64, 64)
+    # image a (128 x 64) at size 64: scale 0.5, rows 16-48 of the square; its label: class 0, pixels x 16-48, y 16-48
+    labels = [{"im_file": a, "cls": np.array([[0.0]]), "bboxes": np.array([[0.25, 0.5, 0.25, 0.5]])},
+              {"im_file": b, "cls": np.zeros((0, 1)), "bboxes": np.zeros((0, 4))}]  # fmt: skip
+    dataset = SimpleNamespace(labels=labels)
+    square = {  # square pixels xyxy, class, score
+        "on the label": ((8, 24, 24, 40), 0, 0.95),  # = the label (x 8-24, y 24-40 in the square)
+        "confident": ((40, 20, 56, 36), 1, 0.9),
+        "below tau": ((40, 40, 48, 46), 0, 0.3),
+    }
+    n_anchor = 8
+
+    def handmade(model, img):
+        assert img.shape == (2, 3, size, size) and 0 <= float(img.min()) and float(img.max()) <= 1
+        boxes, scores = torch.zeros(2, n_anchor, 4), torch.zeros(2, n_anchor, NC)
+        for i, (box, c, s) in enumerate(square.values()):
+            for k in range(2):
+                boxes[k, i], scores[k, i, c] = torch.tensor(box, dtype=torch.float32), s
+        return boxes, scores
+
+    monkeypatch.setattr(teacher_relabel, "teacher_predictions", handmade)
+    model = torch.nn.Linear(1, 1)
+    t = Teacher(classes="any")
+    out = teacher_relabel.relabel_images(t, model, dataset, torch.tensor([0.5, 0.5, 0.5]), size)
+    assert set(out) == {a, b} and out[b].shape == (0, 5)
+    # confident: square x 40-56, y 20-36 -> image pixels (x2, y-16 then x2): x 80-112, y 8-40 of 128 x 64
+    assert out[a].tolist() == [pytest.approx([1, 96 / 128, 24 / 64, 32 / 128, 32 / 64], abs=1e-6)]
+    out = teacher_relabel.relabel_images(Teacher(classes="any", partial_empty=True), model, dataset,
+                                         torch.tensor([0.2, 0.5, 0.5]), size)  # fmt: skip
+    assert len(out[a]) == 2 and len(out[b]) == 3  # below-tau box now passes; the unlabelled image is mined too (all
+    # three boxes: none lies on a label there)
+
+
+def test_relabelled_boxes_are_positives_and_mined_around(models, monkeypatch):
+    """Relabelled boxes (marker rows in the batch's labels) leave the labels, become positives scored 1, grouped by
+    image with the teacher's own (as the loss needs them), and the teacher's box on a relabelled object is skipped as on
+    a label; the batch then goes through the loss."""
+    from yolo_partial.hidden_labels import MARKER_SLOT, RELABEL
+    from yolo_partial.losses import teacher as teacher_mod
+
+    gt_box = [0.25, 0.25, 0.25, 0.25]
+    relabelled = [0.75, 0.75, 0.25, 0.25]  # class 2 at pixels 40-56 of image 1
+    batch = {"img": torch.rand(2, 3, IMGSZ, IMGSZ), "batch_idx": torch.tensor([0.0, 1.0, 1.0]),
+             "cls": torch.tensor([[0.0], [0.0], [RELABEL * MARKER_SLOT + 2.0]]),
+             "bboxes": torch.tensor([gt_box, gt_box, relabelled])}  # fmt: skip
+
+    def handmade(model, img):  # on both images: a confident box on the relabelled object's place, and one elsewhere
+        boxes, scores = torch.zeros(2, 4, 4), torch.zeros(2, 4, NC)
+        boxes[:, 0], scores[:, 0, 2] = torch.tensor([40.0, 40, 56, 56]), 0.9
+        boxes[:, 1], scores[:, 1, 1] = torch.tensor([4.0, 40, 20, 56]), 0.8
+        return boxes, scores
+
+    monkeypatch.setattr(teacher_mod, "teacher_predictions", handmade)
+    t = Teacher(warmup=0, calib="fixed", classes="any", unmatched=math.inf, relabel=5)
+    out = t.preprocess_batch({k: v.clone() for k, v in batch.items()}, _fake_trainer(models["yolov8n.yaml"], epoch=3))
+    assert out["cls"].view(-1).tolist() == [0.0, 0.0] and out["relabel_cls"].view(-1).tolist() == [2.0]
+    pos = out[POS]
+    # image 0: the teacher's two boxes; image 1: the relabelled box (score 1), the teacher's box elsewhere (its box on
+    # the relabelled object skipped)
+    assert pos[:, 0].tolist() == [0, 0, 1, 1]
+    assert pos[:, 1].tolist() == [2, 1, 2, 1] and pos[:, 6].tolist() == pytest.approx([0.9, 0.8, 1.0, 0.8])
+    assert pos[2, 2:6].tolist() == pytest.approx(relabelled)  # the relabelled box itself, not the teacher's copy
+    m = models["yolov8n.yaml"]
+    m.args = train_args(teacher=True)
+    loss, items = TeacherLoss(partial_criterion(m))(_student_preds(m, n=2), out)
+    assert torch.isfinite(loss).all() and float(items["teacher_pos"]) == pytest.approx(2.0)
+
+
+def test_train_relabels_and_resumes_with_the_boxes(shapes_data, tmp_path, monkeypatch):
+    """teacher_relabel=1 in a real run (thresholds forced low so that a 1-epoch teacher finds boxes): after epoch 1 the
+    training images are relabelled, epoch 2's batches carry the boxes as positives (the loader's workers restarted),
+    results.csv logs them per image, the checkpoint keeps them for resume, and it loads in stock Ultralytics."""
+    import pandas as pd
+    from ultralytics import YOLO
+
+    from yolo_partial.losses import teacher as teacher_mod
+    from yolo_partial.losses import teacher_relabel
+
+    monkeypatch.setattr(teacher_mod, "HI_RANGE", (0.0, 0.9))
+    monkeypatch.setattr(teacher_mod, "precision_threshold", lambda h, p, **k: torch.full(h.shape[:-2], 1e-3))
+    monkeypatch.setattr(teacher_relabel, "LO_MIN", 1e-4)
+    from ultralytics.data.build import InfiniteDataLoader
+
+    resets, reset = [], InfiniteDataLoader.reset
+    monkeypatch.setattr(InfiniteDataLoader, "reset", lambda self: (resets.append(1), reset(self)))
+    yolo = YOLO("yolov8n.yaml")
+    yolo.train(trainer=PartialDetectionTrainer, data=str(shapes_data), project=str(tmp_path), name="r", epochs=3,
+               **{**TINY, "workers": 1}, teacher=True, teacher_warmup=1, teacher_relabel=1, teacher_classes="any",
+               teacher_unmatched="inf", teacher_calib="fixed", teacher_hi=0.99, teacher_lo=0.98)  # fmt: skip
+    # (fixed thresholds no young teacher reaches: every positive in the batches is a relabelled box)
+    t = next(m for m in yolo.trainer.methods if m.NAME == "teacher")
+    n_img = len(yolo.trainer.train_loader.dataset.labels)
+    per_image = sum(map(len, t.relabelled.values())) / n_img
+    assert per_image > 0
+    df = pd.read_csv(yolo.trainer.csv)
+    # Ultralytics trains on the CPU without workers (so the samples saw the new boxes anyway); with workers, the forked
+    # dataset copies must be restarted: once at close_mosaic (epoch 1 here), once after each pass
+    assert len(resets) == 3
+    # the column: boxes per image of the pass made at the end of that epoch (after epochs 1 and 2; none after the last)
+    assert df["teacher_relabel"].iloc[0] > 0 and df["teacher_relabel"].iloc[2] == pytest.approx(per_image)
+    assert df["train/teacher_pos"].iloc[0] == 0 and df["train/teacher_pos"].iloc[1] > 0  # warm-up, then relabelled
+    saved = torch.load(yolo.trainer.last, weights_only=False)[CHECKPOINT_KEY]["teacher"]["relabelled"]
+    assert {f: len(r) for f, r in saved.items()} == {f: len(r) for f, r in t.relabelled.items()}
+    restored = Teacher()
+    restored.load_state_dict({"relabelled": saved})
+    assert all(np.array_equal(restored.relabelled[f], r) for f, r in t.relabelled.items())
+    from test_train import load_in_stock_ultralytics
+
+    image = next((shapes_data.parent / "partial" / "images" / "val").iterdir())
+    assert load_in_stock_ultralytics([yolo.trainer.last], image).count("loaded") == 1

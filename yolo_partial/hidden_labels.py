@@ -10,7 +10,8 @@ labels. The kinds:
 - `HIDDEN` (payload: the class): a hidden-box manifest's boxes, for Co-mining's `pseudo_hit` (losses.comining);
 - `IGNORE` (payload 0): a `partial:` file's ignore boxes (losses.class_partial);
 - `TILE` (payload: a row of a table the method keeps): one box covering the whole source image, so that after Mosaic
-  every anchor can tell whose image it shows, and take that image's class lists (losses.class_partial).
+  every anchor can tell whose image it shows, and take that image's class lists (losses.class_partial);
+- `RELABEL` (payload: the class): the teacher's relabelling pass's boxes (losses.teacher_relabel).
 
 Markers travel as Ultralytics' instances do: clipped at the image border, dropped by random_perspective's candidate
 filter when little of them stays visible, and taken into account by CutMix's choice of a free area.
@@ -28,7 +29,7 @@ from ultralytics.utils import LOGGER
 from .hidden import Manifest, find_manifest
 
 MARKER_SLOT = 1 << 20  # payloads of one kind; float32 holds the classes of 16 slots (< 2**24) exactly
-HIDDEN, IGNORE, TILE = 1, 2, 3  # marker kinds
+HIDDEN, IGNORE, TILE, RELABEL = 1, 2, 3, 4  # marker kinds
 HIDDEN_CLS = HIDDEN * MARKER_SLOT  # class offset marking a hidden box inside the transforms
 MARKER_KEYS = ("batch_idx", "cls", "bboxes")
 

@@ -57,6 +57,12 @@ is clamped to `HI_RANGE`, tau_lo to [`LO_MIN`, tau_hi]. A class with fewer than 
 all classes pooled, or keeps its previous ones. `teacher_calib=fixed` uses `teacher_hi` and `teacher_lo` throughout
 (they are also the starting values of calibrated thresholds). The thresholds are saved in checkpoints.
 
+With `teacher_relabel=E`, every E epochs (from the warm-up on) the teacher also detects on the training images
+themselves, and its boxes at precision `teacher_precision` on the validation images are labels of the epochs that
+follow, until the next pass replaces them (teacher_relabel.py: the review loop inside one run). In the batches they
+are positives scored 1 (so `teacher_soft` leaves them as labels), and the per-batch mining skips them as it skips
+labels.
+
 `teacher_calib=precision` measures what the bound above can only guess. On a training batch a detection that matches
 no label is a hidden object or an invented box, and the two cannot be told apart, so on sparse labels (several missing
 objects per labelled one) the bound blocks real objects: on the 40-epoch extreme split it held tau_hi at 0.62-0.81 and
@@ -76,6 +82,7 @@ from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -391,6 +398,24 @@ def split_boxes(boxes: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any]
     return Mined(rows[hi], rows[~hi])
 
 
+def relabel_rows(batch: dict[str, Any]) -> torch.Tensor:
+    """(r, 7) the relabelling pass's boxes of a batch (split out of its labels as `relabel_*`) in the mined rows'
+    layout, scored 1: they are taught as labels."""
+    if "relabel_cls" not in batch:
+        return batch["bboxes"].new_zeros(0, 7)
+    idx, cls, box = batch["relabel_batch_idx"].view(-1, 1), batch["relabel_cls"].view(-1, 1), batch["relabel_bboxes"]
+    return torch.cat((idx.to(box), cls.to(box), box, torch.ones_like(idx, dtype=box.dtype)), 1)
+
+
+def with_rows(batch: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The batch with (r, 7) mined-layout rows added to its labels (batch_idx, cls, bboxes)."""
+    if not len(rows):
+        return batch
+    return {**batch, "batch_idx": torch.cat((batch["batch_idx"].view(-1).to(rows), rows[:, 0])),
+            "cls": torch.cat((batch["cls"].view(-1, 1).to(rows), rows[:, 1:2])),
+            "bboxes": torch.cat((batch["bboxes"].to(rows), rows[:, 2:6]))}  # fmt: skip
+
+
 def hidden_counts(mined: Mined, batch: dict[str, Any], n_img: int) -> torch.Tensor:
     """(3,) per image: positives matching a hidden box (same class, IoU >= CAL_IOU), hidden boxes, and hidden boxes
     matched by a positive or an uncertain box."""
@@ -513,6 +538,7 @@ class Teacher(Method):
         partial_empty (bool): Mine on images without any label too (default: they are verified background).
         unmatched (float): At tau_hi, at most this many detections matching no label per detection matching one.
         precision (float): With calib='precision', the validation precision tau_hi is set to reach.
+        relabel (int): Epochs between relabelling passes over the training images (0: none; teacher_relabel.py).
     """
 
     KEYS = {
@@ -525,8 +551,9 @@ class Teacher(Method):
         "teacher_calib": choice("recall", "recall", "fixed", "precision",
                                 help="teacher: per-class thresholds from the teacher's recall of labelled boxes, fixed "
                                      "ones, or tau_hi from its precision on the validation images"),
-        "teacher_precision": unit(0.9, True, True, "teacher: with teacher_calib=precision, tau_hi is the lowest score "
-                                                   "at which the teacher's detections on the val images reach this"),
+        "teacher_precision": unit(0.9, True, True, "teacher: with teacher_calib=precision (tau_hi) and teacher_relabel, "
+                                                   "the lowest score at which the teacher's detections on the val images "
+                                                   "reach this"),
         "teacher_recall_hi": unit(0.5, True, True, "teacher: share of labelled boxes the teacher recalls at tau_hi"),
         "teacher_recall_lo": unit(0.9, True, True, "teacher: share of labelled boxes the teacher recalls at tau_lo"),
         "teacher_unmatched": at_least(2.0, 0, "teacher: at tau_hi, at most this many teacher boxes matching no label "
@@ -538,6 +565,9 @@ class Teacher(Method):
         "teacher_classes": choice("sure", "any", "one", "sure", help="teacher: classes per object: 'any' (classes "
                                   "apart), 'one' (no teacher box on a GT of any class; best class per object), 'sure' "
                                   "('one', and an object two classes reach is uncertain, no positive)"),
+        "teacher_relabel": at_least(0, 0, "teacher: every this many epochs (0 = never) the teacher detects on the "
+                                          "training images; its boxes at precision teacher_precision on the val images "
+                                          "are labels of the epochs that follow (teacher_relabel.py)"),
         "teacher_strong": flag("teacher: the student trains on a strong view (jitter, cutout) of the teacher's batch "
                                "(off by default: it cost 4.4 mAP50 points in the accuracy benchmark's ablation)"),
     }
@@ -548,11 +578,12 @@ class Teacher(Method):
     def __init__(self, decay: float = 0.0, warmup: int = 1, hi: float = 0.5, lo: float = 0.2, calib: str = "recall",
                  recall_hi: float = 0.5, recall_lo: float = 0.9, soft: bool = True, nms: float = 0.5,
                  gt_iou: float = 0.4, partial_empty: bool = False, unmatched: float = 2.0,
-                 strong: bool = False, classes: str = "sure", precision: float = 0.9):  # fmt: skip
+                 strong: bool = False, classes: str = "sure", precision: float = 0.9, relabel: int = 0):  # fmt: skip
         self.decay, self.warmup, self.hi, self.lo, self.calib = decay, warmup, hi, lo, calib
         self.recall_hi, self.recall_lo, self.soft, self.nms, self.gt_iou = recall_hi, recall_lo, soft, nms, gt_iou
         self.partial_empty, self.unmatched, self.strong, self.classes = partial_empty, unmatched, strong, classes
-        self.precision = precision
+        self.precision, self.relabel = precision, relabel
+        self.relabelled: dict[str, np.ndarray] = {}  # image file -> (n, 5) class, xywh normalised: the last pass's boxes
         self.ctx: TeacherBatch | None = None  # loss side: the current batch's teacher boxes (set by TeacherLoss)
         # trainer side
         self.tau_hi: torch.Tensor | None = None  # (C,) current thresholds, float32 on the CPU
@@ -587,7 +618,8 @@ class Teacher(Method):
         return cls(k["teacher_decay"], k["teacher_warmup"], k["teacher_hi"], k["teacher_lo"], k["teacher_calib"],
                    k["teacher_recall_hi"], k["teacher_recall_lo"], k["teacher_soft"], k["teacher_nms"],
                    k["teacher_gt_iou"], k.get("partial_empty", False), k["teacher_unmatched"],
-                   k["teacher_strong"], k["teacher_classes"], k["teacher_precision"])  # fmt: skip
+                   k["teacher_strong"], k["teacher_classes"], k["teacher_precision"],
+                   k["teacher_relabel"])  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- loss hooks
     def wrap(self, criterion: Any, context: dict[str, Any]) -> TeacherLoss:
@@ -637,12 +669,24 @@ class Teacher(Method):
 
     # ------------------------------------------------------------------------------------------- trainer hooks
     def setup_dataset(self, dataset: Any, mode: str, trainer: Any) -> None:
-        """With a hidden-box manifest, the training set carries the hidden boxes through augmentation (teacher_hit)."""
-        if mode == "train" and getattr(trainer, "hidden_manifest", None):
+        """The training set carries through augmentation the hidden boxes of a hidden-box manifest (teacher_hit) and,
+        with teacher_relabel, the relabelling pass's boxes (looked up when each sample is made)."""
+        if mode != "train":
+            return
+        from ..hidden_labels import RELABEL, attach_hidden_boxes, attach_markers
+
+        if getattr(trainer, "hidden_manifest", None):
             from ..hidden import load_manifest
-            from ..hidden_labels import attach_hidden_boxes
 
             attach_hidden_boxes(dataset, load_manifest(trainer.hidden_manifest))  # comining (the other user) is refused
+        if self.relabel:
+            attach_markers(dataset, RELABEL, self.relabelled_rows, "teacher_relabel: the relabelled boxes")
+
+    def relabelled_rows(self, im_file: str) -> np.ndarray:
+        """(n, 5) class, xywh normalised: the last relabelling pass's boxes on one training image."""
+        from .teacher_relabel import NONE
+
+        return self.relabelled.get(im_file, NONE)
 
     def teacher_model(self, trainer: Any) -> torch.nn.Module | None:
         """The teacher for this batch, looked up afresh: the trainer's EMA, or (teacher_decay > 0) the own EMA, brought
@@ -682,10 +726,12 @@ class Teacher(Method):
     def preprocess_batch(self, batch: dict[str, Any], trainer: Any) -> dict[str, Any]:
         """Hidden boxes split out; from the last warm-up epoch on, the teacher's calibration scores; after the warm-up,
         its boxes split three ways (batch keys POS, UNC, COUNTS) and the student's images replaced by a strong view."""
-        from ..hidden_labels import split_hidden
+        from ..hidden_labels import RELABEL, split_hidden, split_markers
 
         if "hidden_batch_idx" not in batch and getattr(trainer, "hidden_manifest", None):
             batch = split_hidden(batch)
+        if self.relabel and "relabel_batch_idx" not in batch:
+            batch = split_markers(batch, RELABEL, "relabel")
         epoch = getattr(trainer, "epoch", 0)
         mining = epoch >= self.warmup
         calibrating = self.calib != "fixed" and epoch >= self.warmup - 1
@@ -708,13 +754,16 @@ class Teacher(Method):
             return batch
         tau_hi, tau_lo = self._thresholds(nc, img.device)
         fixed_below = self.calib == "fixed" and self.lo < LO_MIN  # fixed thresholds may go below the NMS floor
-        mined = split_boxes(boxes, scores, batch, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou,
+        relabelled = relabel_rows(batch)  # (r, 7) the relabelling pass's boxes: taught as labels, mined around
+        labels = with_rows(batch, relabelled)
+        mined = split_boxes(boxes, scores, labels, (h, w), tau_hi, tau_lo, self.nms, self.gt_iou,
                             dets=None if fixed_below else dets, classes=self.classes)  # fmt: skip
         # the bound on invented boxes holds for fixed thresholds too: without it a young teacher passed a fixed 0.5 on
         # 33 boxes per image at epoch 5 of the 40-epoch extreme run, 0.2 % of them on hidden objects (accuracy.py)
         if self.calib != "precision":  # the precision rule measures on complete labels what the bound guesses
-            mined = demote_invented(mined, dets, batch, (h, w), tau_hi, self.unmatched)
-        mined = self.allowed(mined, batch)
+            mined = demote_invented(mined, dets, labels, (h, w), tau_hi, self.unmatched)
+        pos = torch.cat((relabelled.to(mined.pos), mined.pos))
+        mined = self.allowed(Mined(pos[torch.argsort(pos[:, 0], stable=True)], mined.unc), batch)  # grouped by image
         n = len(img)
         counts = torch.cat((img.new_tensor([len(mined.pos) / n, len(mined.unc) / n]), hidden_counts(mined, batch, n)))
         batch[POS], batch[UNC], batch[COUNTS] = mined.pos, mined.unc, counts
@@ -742,6 +791,44 @@ class Teacher(Method):
         return Mined(*out)
 
     def epoch_end(self, trainer: Any) -> None:
+        """Recalibrate the thresholds, then on the epochs teacher_relabel names relabel the training images."""
+        self.recalibrate(trainer)
+        done = trainer.epoch + 1
+        if self.relabel and done >= self.warmup and done % self.relabel == 0 and done < trainer.epochs:
+            self.relabel_training_images(trainer)
+
+    def relabel_training_images(self, trainer: Any) -> None:
+        """The relabelling pass (teacher_relabel.py), made by the first rank and sent to the others; the training
+        loader's workers are restarted so that the next epoch's samples carry the new boxes."""
+        import torch.distributed as dist
+
+        from .teacher_relabel import relabel_images
+
+        ddp = dist.is_available() and dist.is_initialized()
+        found = None
+        if not ddp or dist.get_rank() == 0:
+            model, loader = self.teacher_model(trainer), getattr(trainer, "test_loader", None)
+            if model is None or loader is None:
+                LOGGER.warning("teacher_relabel: no teacher or no validation images to set its thresholds, skipped")
+            else:
+                nc = len(trainer.data["names"])
+                per = validation_histograms(model, loader, nc, self.nms).permute(1, 0, 2)  # (C, 2, BINS)
+                tau = precision_threshold(pooled_where(per, per.sum((1, 2)) < MIN_BOXES), self.precision).float()
+                tau = tau.clamp(HI_RANGE[0], 1.0)
+                found = relabel_images(self, model, trainer.train_loader.dataset, tau, trainer.args.imgsz)
+                n = sum(len(v) for v in found.values())
+                LOGGER.info(f"teacher_relabel after epoch {trainer.epoch + 1}: {n} boxes on {len(found)} training "
+                            f"images ({n / max(len(found), 1):.2f} per image), thresholds "
+                            + ", ".join(f"{trainer.data['names'][c]} {t:.3f}" for c, t in enumerate(tau.tolist())))
+        if ddp:
+            box = [found]
+            dist.broadcast_object_list(box, src=0)
+            found = box[0]
+        if found is not None:
+            self.relabelled = found
+            trainer.train_loader.reset()
+
+    def recalibrate(self, trainer: Any) -> None:
         """Recalibrate the thresholds from this epoch's labelled-box scores (and, with teacher_calib=precision, the
         teacher's detections on the validation images, made by the rank that holds them), summed over DDP ranks, and
         log them."""
@@ -796,6 +883,8 @@ class Teacher(Method):
         """Mean thresholds over classes, and with hidden boxes the share of positives that find one and the share of
         hidden boxes covered by a positive or uncertain box (ratios of the epoch means)."""
         out = {}
+        if self.relabel:
+            out["teacher_relabel"] = sum(map(len, self.relabelled.values())) / max(len(self.relabelled), 1)
         if self.tau_hi is not None:
             out.update(teacher_tau_hi=float(self.tau_hi.mean()), teacher_tau_lo=float(self.tau_lo.mean()))
         else:
@@ -807,13 +896,17 @@ class Teacher(Method):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The calibrated thresholds, as plain lists (checkpoints stay loadable with weights_only)."""
+        """The calibrated thresholds and the relabelled boxes, as plain lists (checkpoints stay loadable with
+        weights_only)."""
+        out = {"relabelled": {f: r.tolist() for f, r in self.relabelled.items()}} if self.relabelled else {}
         if self.tau_hi is None:
-            return {}
-        return {"tau_hi": self.tau_hi.tolist(), "tau_lo": self.tau_lo.tolist(), "calibrations": self.calibrations}
+            return out
+        return {**out, "tau_hi": self.tau_hi.tolist(), "tau_lo": self.tau_lo.tolist(), "calibrations": self.calibrations}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the thresholds saved by state_dict (resume, NaN recovery)."""
+        """Restore the thresholds and relabelled boxes saved by state_dict (resume, NaN recovery)."""
+        if state and state.get("relabelled"):
+            self.relabelled = {f: np.asarray(r, dtype=np.float32).reshape(-1, 5) for f, r in state["relabelled"].items()}
         if state and state.get("tau_hi") is not None:
             self.tau_hi = torch.tensor(state["tau_hi"], dtype=torch.float32)
             self.tau_lo = torch.tensor(state["tau_lo"], dtype=torch.float32)
