@@ -135,6 +135,7 @@ ROWS = {  # name -> method keys
     # its boxes at 90 % val precision are labels until the next pass. The per-batch teacher mined at most 0.5 positives
     # per image on extreme, the loop's list held 1.8 at 80 % precision (the period, 5, chosen before any run)
     # Measured (three seeds, AMD VM): hard +2.3 ± 1.1 (0.44 of the gap; the teacher alone 0.45), extreme -1.2 ± 2.1
+    # (80 % val precision, two seeds: extreme -2.2 ± 1.6; with BPR-obj, seed 0: hard +0.5, extreme -1.2)
     "teacher-relabel": {"teacher": True, "teacher_relabel": 5},
     "teacher+bpr-obj-relabel": {"teacher": True, "drop_neg_obj": 0.75, "teacher_relabel": 5},
     # the pass at 80 % val precision: at 90 % the 40-epoch runs' passes kept 0.1 boxes per image by epoch 20, most
